@@ -1,0 +1,50 @@
+"""``python -m service`` / ``cxr-serve``: validate settings, configure logging, run uvicorn."""
+
+import logging
+import os
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+
+from service.logs import setup_logging
+from service.main import create_app
+from service.settings import Settings, unknown_cxr_variables
+
+logger = logging.getLogger(__name__)
+
+EXIT_BAD_SETTINGS = 2
+EXIT_STARTUP_FAILED = 3
+
+
+def main() -> int:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        # Before logging is set up, and about environment variables only: plain text to stderr.
+        print(f"cxr-serve: invalid CXR_* configuration:\n{exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    setup_logging(settings.log_level)
+    unknown = unknown_cxr_variables(os.environ)
+    if unknown:  # names only: values are not logged
+        logger.warning("ignoring unknown CXR_* environment variables", extra={"variables": unknown})
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # keep the JSON handlers installed above
+        log_level=settings.log_level,
+        access_log=False,  # RequestObserver logs each request with its id
+        server_header=False,
+        lifespan="on",  # a lifespan failure (bad model) must stop the process, not be ignored
+    )
+    server = uvicorn.Server(config)
+    server.run()  # raises SystemExit(3) itself if the lifespan (model validation) fails
+    if not server.started:
+        logger.critical("server did not start")
+        return EXIT_STARTUP_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""The preprocessing contract: the only place that turns uploaded bytes into a model input.
+
+Training, evaluation and the service all call :func:`load_model_input` (or its two halves,
+:func:`decode_image` and :func:`to_model_input`), so a film gives the same tensor everywhere.
+Dependencies are numpy, Pillow and pydicom only - never torch.
+"""
+
+from service.contract.decode import DecodedImage, DecodeLimits, DicomInfo, SourceFormat, decode_image
+from service.contract.errors import InputError
+from service.contract.model_card import (
+    DecisionThreshold,
+    ModelCard,
+    PixelContract,
+    SplitSummary,
+    TrainingDataSummary,
+)
+from service.contract.preprocess import PREPROCESSING_VERSION, load_model_input, to_model_input
+
+__all__ = [
+    "PREPROCESSING_VERSION",
+    "DecisionThreshold",
+    "DecodeLimits",
+    "DecodedImage",
+    "DicomInfo",
+    "InputError",
+    "ModelCard",
+    "PixelContract",
+    "SourceFormat",
+    "SplitSummary",
+    "TrainingDataSummary",
+    "decode_image",
+    "load_model_input",
+    "to_model_input",
+]

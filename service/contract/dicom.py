@@ -1,0 +1,163 @@
+"""DICOM decoding with pydicom, to the same float32 plane the raster decoder gives.
+
+Only non-identifying attributes leave this module. pydicom's own value validation is switched off
+because its warnings quote element values, and a malformed PatientName would then reach the logs.
+"""
+
+import io
+import re
+
+import numpy as np
+import numpy.typing as npt
+import pydicom
+import pydicom.config
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
+
+from service.contract.decoded import DecodedImage, DecodeLimits, DicomInfo, check_pixel_budget
+from service.contract.errors import InputError
+from service.contract.sniff import SourceFormat
+
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
+# Projection radiography. Missing Modality is tolerated; anything else (CT, MR, US, ...) is refused.
+RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "PX"})
+_MONOCHROME = frozenset({"MONOCHROME1", "MONOCHROME2"})
+_COLOUR = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"})
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_PIXEL_DATA_TAG_LE = b"\xe0\x7f\x10\x00"  # (7FE0,0010) as little-endian group, element
+_CODE_STRING = re.compile(r"[A-Z0-9_ ]{1,16}")  # DICOM CS: safe to echo, unlike free text
+
+
+def decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except Exception as exc:  # hostile bytes raise struct.error, BytesLengthException, ... too
+        raise InputError("corrupt_dicom", "The DICOM file could not be parsed.") from exc
+    # pydicom stops quietly at end of file, so a cut-off upload or garbage after 'DICM' would
+    # otherwise read as a valid object with no Pixel Data (422) instead of a corrupt file (400).
+    if "TransferSyntaxUID" not in ds.file_meta or _truncated(ds.file_meta) or _truncated(ds):
+        raise InputError("corrupt_dicom", "The DICOM file is truncated or its header is invalid.")
+    if not any(keyword in ds for keyword in _PIXEL_KEYWORDS) and _PIXEL_DATA_TAG_LE in data:
+        # pydicom drops a Pixel Data element cut off by the end of the file; the tag is still there.
+        raise InputError("corrupt_dicom", "The DICOM pixel data is truncated.")
+    info = _check_acceptable(ds, limits)
+    pixels = _pixels(ds, info)
+    return DecodedImage(pixels=pixels, source_format=SourceFormat.DICOM, dicom=info)
+
+
+def _check_acceptable(ds: Dataset, limits: DecodeLimits) -> DicomInfo:
+    try:
+        if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
+            raise InputError("no_pixel_data", "The DICOM object carries no image (no Pixel Data).", 422)
+        modality = str(ds.get("Modality", "") or "").strip().upper() or None
+        if modality is not None and modality not in RADIOGRAPH_MODALITIES:
+            raise InputError(
+                "unsupported_modality",
+                f"Modality {_echo(modality)} is not a projection radiograph; accepted: "
+                f"{', '.join(sorted(RADIOGRAPH_MODALITIES))}.",
+                422,
+            )
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if frames != 1:
+            raise InputError("multi_frame", f"Multi-frame DICOM ({frames} frames) is not accepted.", 422)
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+        if photometric not in _MONOCHROME | _COLOUR:
+            raise InputError(
+                "unsupported_photometric",
+                f"Photometric interpretation {_echo(photometric)} is not supported.",
+                422,
+            )
+        check_pixel_budget(int(ds.Columns), int(ds.Rows), limits)
+        return DicomInfo(
+            study_instance_uid=_uid(ds, "StudyInstanceUID"),
+            sop_instance_uid=_uid(ds, "SOPInstanceUID"),
+            modality=modality,
+            photometric_interpretation=photometric,
+            transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+            bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 8))),
+        )
+    except InputError:
+        raise
+    except Exception as exc:  # includes NotImplementedError for a corrupted VR
+        raise InputError("corrupt_dicom", "The DICOM image attributes are missing or invalid.") from exc
+
+
+def _decoder_available(transfer_syntax_uid: str) -> bool:
+    try:
+        return bool(get_decoder(transfer_syntax_uid).is_available)
+    except Exception:  # unknown or malformed UID: nothing can decode it
+        return False
+
+
+def _echo_uid(uid: str) -> str:
+    return uid if re.fullmatch(r"[0-9.]{1,64}", uid) else "(unrecognised UID)"
+
+
+def _truncated(ds: Dataset) -> bool:
+    """True if a top-level element still unparsed holds fewer bytes than its header declares."""
+    for tag in list(ds.keys()):
+        elem = ds.get_item(tag, keep_deferred=True)
+        if (
+            isinstance(elem, RawDataElement)
+            and elem.length != _UNDEFINED_LENGTH
+            and elem.value is not None
+            and len(elem.value) < elem.length
+        ):
+            return True
+    return False
+
+
+def _echo(value: str) -> str:
+    """Quote a code-string value in an error only if it looks like one (never free text)."""
+    return value if _CODE_STRING.fullmatch(value) else "(unrecognised value)"
+
+
+def _uid(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    return str(value) if value else None
+
+
+def _pixels(ds: Dataset, info: DicomInfo) -> npt.NDArray[np.float32]:
+    try:
+        # pydicom >= 3 clears bits above BitsStored and sign-extends signed data.
+        raw = np.asarray(ds.pixel_array)
+    except (NotImplementedError, RuntimeError) as exc:
+        # pydicom raises RuntimeError both when no plugin is installed and when one fails on the data.
+        if _decoder_available(info.transfer_syntax_uid):
+            raise InputError("corrupt_dicom", "The DICOM pixel data could not be decoded.") from exc
+        raise InputError(
+            "unsupported_transfer_syntax",
+            f"Pixel data in transfer syntax {_echo_uid(info.transfer_syntax_uid)} cannot be decoded.",
+            422,
+        ) from exc
+    except Exception as exc:  # struct.error from a bad offset table, ...
+        raise InputError("corrupt_dicom", "The DICOM pixel data is truncated or corrupt.") from exc
+    except BaseException as exc:
+        # pyo3 decoders (pylibjpeg-rle) panic on some malformed streams; PanicException is a
+        # BaseException, so without this a crafted upload escapes every `except Exception`.
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise InputError("corrupt_dicom", "The DICOM pixel data is truncated or corrupt.") from exc
+    if raw.ndim != (3 if info.photometric_interpretation in _COLOUR else 2):
+        raise InputError("corrupt_dicom", f"Unexpected pixel array shape {raw.shape}.")
+    if info.photometric_interpretation in _COLOUR:
+        # pydicom has already converted YBR to RGB.
+        return np.ascontiguousarray(raw.astype(np.float32) @ _LUMA, dtype=np.float32)
+    try:
+        values = apply_modality_lut(raw, ds)
+        if "WindowCenter" in ds or "VOILUTSequence" in ds:
+            values = apply_voi_lut(values, ds, index=0)
+    except Exception as exc:  # Window Width < 1, unknown VOI LUT Function, non-numeric DS values...
+        raise InputError("corrupt_dicom", "The DICOM rescale or window attributes are invalid.") from exc
+    plane = np.asarray(values, dtype=np.float32)
+    if info.photometric_interpretation == "MONOCHROME1":
+        # Inverted display (bright = low value). Negation suffices: intensity scale is normalised later.
+        plane = -plane
+    if not np.all(np.isfinite(plane)):
+        raise InputError("corrupt_dicom", "The DICOM pixel values are not finite.")
+    return np.ascontiguousarray(plane)

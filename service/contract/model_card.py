@@ -1,0 +1,81 @@
+"""The model card: the JSON written beside ``model.onnx`` that tells the service how to use it."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.contract.preprocess import PREPROCESSING_VERSION
+
+CARD_FILENAME = "model_card.json"
+ONNX_FILENAME = "model.onnx"
+INPUT_NAME = "image"
+PROBABILITIES_OUTPUT = "probabilities"
+CAM_OUTPUT = "cam"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PixelContract(_Strict):
+    """What the ONNX input expects. The service refuses a model whose graph disagrees with this."""
+
+    input_name: str = INPUT_NAME
+    layout: Literal["NCHW"] = "NCHW"
+    channels: Literal[1] = 1
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    dtype: Literal["float32"] = "float32"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    preprocessing: str = PREPROCESSING_VERSION
+    description: str = (
+        "Grayscale film, bilinear-resized to height x width, intensities stretched so the 0.5th and "
+        "99.5th percentiles map to 0 and 1 (clipped). Backbone normalisation and channel repetition "
+        "are inside the graph."
+    )
+
+
+class SplitSummary(_Strict):
+    images: int
+    patients: int
+    per_class: dict[str, int]
+
+
+class TrainingDataSummary(_Strict):
+    source: str
+    split_method: str
+    seed: int
+    splits: dict[str, SplitSummary]
+
+
+class DecisionThreshold(_Strict):
+    """Probability of ``positive_class`` at or above which the film is called positive."""
+
+    positive_class: str
+    value: float = Field(ge=0.0, le=1.0)
+    method: str
+
+
+class ModelCard(_Strict):
+    schema_version: Literal[1] = 1
+    name: str
+    version: str
+    created_at: datetime
+    git_commit: str | None
+    architecture: str
+    weights: str = Field(description="Where the initial weights came from (package, file, or random).")
+    class_names: list[str] = Field(min_length=2)
+    pixel_contract: PixelContract
+    outputs: dict[str, str] = Field(
+        default_factory=lambda: {
+            "probabilities": f"{PROBABILITIES_OUTPUT} [N, C] softmax",
+            "cam": f"{CAM_OUTPUT} [N, C, h, w] Grad-CAM of each class logit at the last conv layer",
+        }
+    )
+    training_data: TrainingDataSummary
+    validation_metrics: dict[str, float | None] = Field(description="None = undefined for this split")
+    majority_baseline: dict[str, float | None]
+    decision_threshold: DecisionThreshold | None
+    onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    opset: int

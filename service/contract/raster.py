@@ -1,0 +1,49 @@
+"""PNG and JPEG decoding with Pillow, to one float32 luminance plane."""
+
+import io
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageOps
+
+from service.contract.decoded import DecodedImage, DecodeLimits, check_pixel_budget
+from service.contract.errors import InputError
+from service.contract.sniff import SourceFormat
+
+# ITU-R BT.601 luma weights, applied in float so no rounding step differs between paths.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_PIL_FORMAT = {SourceFormat.PNG: "PNG", SourceFormat.JPEG: "JPEG"}
+
+
+def decode_raster(data: bytes, source_format: SourceFormat, limits: DecodeLimits) -> DecodedImage:
+    name = _PIL_FORMAT[source_format]
+    try:
+        with Image.open(io.BytesIO(data), formats=[name]) as image:
+            # The header is parsed, nothing is decompressed yet: refuse bombs before load().
+            check_pixel_budget(image.width, image.height, limits)
+            if getattr(image, "n_frames", 1) > 1:
+                raise InputError(
+                    "multi_frame", f"Animated/multi-frame {name} files are not accepted.", status=422
+                )
+            image.load()
+            pixels = _luminance(ImageOps.exif_transpose(image))
+    except InputError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InputError("too_many_pixels", f"The {name} image is too large to decode.", 422) from exc
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise InputError("corrupt_image", f"The {name} file is truncated or corrupt.") from exc
+    return DecodedImage(pixels=pixels, source_format=source_format)
+
+
+def _luminance(image: Image.Image) -> npt.NDArray[np.float32]:
+    mode = image.mode
+    if mode in ("L", "I", "F") or mode.startswith("I;16"):
+        return np.asarray(image, dtype=np.float32)
+    if mode == "LA":
+        return np.asarray(image.getchannel("L"), dtype=np.float32)
+    if mode == "1":
+        return np.asarray(image.convert("L"), dtype=np.float32)
+    # Palette, RGB(A), CMYK, YCbCr...: alpha is ignored, colour reduced to luma.
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return np.ascontiguousarray(rgb @ _LUMA, dtype=np.float32)

@@ -1,0 +1,61 @@
+"""Per-app state and the typed FastAPI dependencies that hand it to route functions.
+
+State lives on ``app.state.context`` (not in module globals) so several apps - one per test, say -
+can run in one process with their own model, settings and metrics registry.
+"""
+
+from dataclasses import dataclass
+from typing import Annotated, cast
+
+from anyio import CapacityLimiter
+from fastapi import Depends, FastAPI, Request
+
+from service.errors import ServiceError
+from service.metrics import Metrics
+from service.runtime import ModelRuntime
+from service.settings import Settings
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    metrics: Metrics
+    runtime: ModelRuntime | None = None  # set by the lifespan once the model is validated and loaded
+    limiter: CapacityLimiter | None = None  # bounds concurrent decode + inference (memory, CPU)
+
+
+def context_of(app: FastAPI) -> AppContext:
+    return cast(AppContext, app.state.context)
+
+
+def get_context(request: Request) -> AppContext:
+    return context_of(request.app)
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+def get_settings(context: ContextDep) -> Settings:
+    return context.settings
+
+
+def get_metrics(context: ContextDep) -> Metrics:
+    return context.metrics
+
+
+def get_runtime(context: ContextDep) -> ModelRuntime:
+    if context.runtime is None:
+        raise ServiceError("model_not_loaded", "The model is not loaded (starting up or shutting down).", 503)
+    return context.runtime
+
+
+def get_limiter(context: ContextDep) -> CapacityLimiter:
+    if context.limiter is None:
+        raise ServiceError("model_not_loaded", "The service is not started.", 503)
+    return context.limiter
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
+LimiterDep = Annotated[CapacityLimiter, Depends(get_limiter)]

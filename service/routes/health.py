@@ -1,0 +1,37 @@
+"""Operational endpoints for orchestrators and scrapers: liveness, readiness, Prometheus metrics."""
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from service.dependencies import ContextDep, MetricsDep
+from service.schemas import ErrorResponse, Health, ModelRef, Readiness
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness: the process answers HTTP")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": ErrorResponse, "description": "No model loaded"}},
+    summary="Readiness: a validated model is loaded and can take predictions",
+)
+async def readyz(context: ContextDep) -> Readiness | JSONResponse:
+    runtime = context.runtime
+    if runtime is None:
+        return JSONResponse({"code": "not_ready", "detail": "The model is not loaded."}, status_code=503)
+    return Readiness(
+        status="ready",
+        model=ModelRef(name=runtime.card.name, version=runtime.card.version),
+        execution_provider=runtime.provider,
+    )
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics (text exposition format)")
+async def metrics(metrics: MetricsDep) -> Response:
+    body, content_type = metrics.render()
+    return Response(content=body, media_type=content_type)

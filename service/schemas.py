@@ -1,0 +1,82 @@
+"""Response bodies of the HTTP API (the OpenAPI schema is generated from these)."""
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.contract import DecisionThreshold, PixelContract, SourceFormat
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class ErrorResponse(_Response):
+    """Every 4xx/5xx body. ``code`` is stable and machine-readable; ``detail`` is for humans."""
+
+    code: str = Field(examples=["unsupported_format"])
+    detail: str
+
+
+class ModelRef(_Response):
+    name: str
+    version: str
+
+
+class ImageInfo(_Response):
+    source_format: SourceFormat
+    width: int = Field(description="Decoded film width in pixels (before any resizing).")
+    height: int
+
+
+class DicomRef(_Response):
+    """The only DICOM attributes echoed back: enough to attach the result to the right instance."""
+
+    study_instance_uid: str | None
+    sop_instance_uid: str | None
+
+
+class GradCam(_Response):
+    class_name: str = Field(description="The class whose Grad-CAM is drawn (the predicted class).")
+    width: int
+    height: int
+    png_base64: str = Field(description="RGB PNG: jet heat map alpha-blended over the display-stretched film")
+
+
+class PredictionResponse(_Response):
+    request_id: str
+    model: ModelRef
+    probabilities: dict[str, float] = Field(description="Softmax probability per class name; sums to 1.")
+    predicted_class: str
+    threshold: DecisionThreshold | None = Field(
+        description="Operating point used for a binary model; null means the argmax class is reported."
+    )
+    image: ImageInfo
+    dicom: DicomRef | None = Field(description="Null unless the upload was DICOM.")
+    execution_provider: str = Field(examples=["CPUExecutionProvider"])
+    inference_ms: float = Field(description="ONNX Runtime time for this film (decoding excluded).")
+    gradcam: GradCam | None = Field(description="Null when the request asked for overlay=false.")
+
+
+class ModelInfo(_Response):
+    name: str
+    version: str
+    architecture: str
+    created_at: datetime
+    class_names: list[str]
+    pixel_contract: PixelContract
+    decision_threshold: DecisionThreshold | None
+    validation_metrics: dict[str, float | None] = Field(description="null = undefined on that split")
+    majority_baseline: dict[str, float | None]
+    onnx_sha256: str
+    execution_provider: str
+
+
+class Health(_Response):
+    status: str = Field(examples=["ok"])
+
+
+class Readiness(_Response):
+    status: str = Field(examples=["ready"])
+    model: ModelRef
+    execution_provider: str

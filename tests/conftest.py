@@ -1,0 +1,71 @@
+"""Session fixtures: a tiny but real model, trained for a few steps by the training package on
+synthetic films built in code and exported to ONNX exactly as the default model is."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.factories import KERMANY_TRAIN, chest_like, png_bytes
+
+TINY_SIZE = 64
+TINY_CLASSES = ("NORMAL", "PNEUMONIA")
+
+
+def write_tiny_dataset(root: Path, per_class: int = 24) -> Path:
+    """Two classes that differ by a bright 'consolidation' in the left lung; two films per patient."""
+    yy, xx = np.mgrid[0:TINY_SIZE, 0:TINY_SIZE]
+    opacity = np.exp(-(((xx - 20) / 7.0) ** 2 + ((yy - 32) / 9.0) ** 2))
+    for label, name in enumerate(TINY_CLASSES):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            plane = chest_like(TINY_SIZE, TINY_SIZE, seed=1000 * label + i)
+            if label == 1:
+                plane = np.clip(plane + 0.6 * opacity, 0.0, 1.0)
+            (folder / f"person{100 * label + i // 2}_film_{i}.png").write_bytes(png_bytes(plane))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_dataset(tmp_path_factory.mktemp("tiny-data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.config import TrainConfig
+    from training.engine import train
+
+    config = TrainConfig(
+        data_dir=tiny_dataset,
+        backbone="baseline_cnn",
+        weights="none",
+        image_size=TINY_SIZE,
+        patient_pattern=r"(?P<patient>person\d+)",
+        batch_size=8,
+        head_epochs=1,
+        finetune_epochs=4,
+        head_lr=3e-3,
+        finetune_lr=3e-3,
+        patience=4,
+        output_dir=tmp_path_factory.mktemp("runs"),
+        run_name="tiny",
+        threads=2,
+    )
+    return train(config).run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``<store>/cxr-pneumonia/1/`` with a real model.onnx and model_card.json."""
+    from training.export import export_run
+
+    return export_run(tiny_run_dir, tmp_path_factory.mktemp("store"), "cxr-pneumonia", "1")
+
+
+@pytest.fixture(scope="session")
+def kermany_train() -> Path:
+    if not KERMANY_TRAIN.is_dir():
+        pytest.skip(f"Kermany training data not found at {KERMANY_TRAIN} (see ../shared/data/README.md)")
+    return KERMANY_TRAIN

@@ -1,0 +1,47 @@
+"""Fixtures for the service tests: a live server on the tiny model, shared by the whole session."""
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.contract import ModelCard
+from service.contract.model_card import CARD_FILENAME
+from service.main import create_app
+from service.settings import Settings
+from tests.service.live import TEST_MAX_UPLOAD_BYTES, TEST_OVERLAY_MAX_SIDE, ThreadedServer
+
+
+@pytest.fixture(scope="session")
+def card(tiny_model_dir: Path) -> ModelCard:
+    return ModelCard.model_validate_json((tiny_model_dir / CARD_FILENAME).read_bytes())
+
+
+@pytest.fixture(scope="session")
+def live_settings(tiny_model_dir: Path) -> Settings:
+    return Settings(
+        model_dir=tiny_model_dir,
+        max_upload_bytes=TEST_MAX_UPLOAD_BYTES,
+        overlay_max_side=TEST_OVERLAY_MAX_SIDE,
+        execution_provider="cpu",
+    )
+
+
+@pytest.fixture(scope="session")
+def live_server(live_settings: Settings) -> Iterator[ThreadedServer]:
+    with ThreadedServer(create_app(live_settings)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def client(live_server: ThreadedServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live_server.url, timeout=30.0) as http:
+        yield http
+
+
+@pytest.fixture
+def model_copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the model directory that a test may tamper with."""
+    return Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))

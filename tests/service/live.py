@@ -1,0 +1,138 @@
+"""Real HTTP servers for the service tests: uvicorn in a thread, or ``python -m service`` as a process.
+
+Both listen on loopback; the thread variant binds port 0 and reads back the port the OS chose.
+"""
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# The shared live server's limits: small enough that the over-limit tests send little data, large
+# enough for every test film; the overlay cap is below the test films' size so resizing is exercised.
+TEST_MAX_UPLOAD_BYTES = 256 * 1024
+TEST_OVERLAY_MAX_SIDE = 64
+_START_TIMEOUT_S = 60.0
+
+
+class ThreadedServer:
+    """``with ThreadedServer(app) as server: httpx.get(server.url + "/healthz")``."""
+
+    def __init__(self, app: FastAPI) -> None:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self._run, name="uvicorn-test", daemon=True)
+        self.url = ""
+
+    def _run(self) -> None:
+        # uvicorn exits when the lifespan (model load) fails; start() reports it.
+        with contextlib.suppress(SystemExit):
+            self.server.run()
+
+    def start(self) -> "ThreadedServer":
+        self.thread.start()
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start (see the log for the reason)")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> "ThreadedServer":
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def service_env(**cxr: str) -> dict[str, str]:
+    """The current environment minus any CXR_* variable, plus ``cxr`` as CXR_<KEY>=value."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CXR_")}
+    env.update({f"CXR_{key.upper()}": value for key, value in cxr.items()})
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    return env
+
+
+@contextmanager
+def service_process(env: Mapping[str, str], log: IO[bytes]) -> Iterator[str]:
+    """Run ``python -m service`` until the block ends; yields its base URL once /readyz is 200."""
+    url = f"http://127.0.0.1:{env['CXR_PORT']}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"], cwd=REPO_ROOT, env=dict(env), stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"python -m service exited with {process.returncode} before it was ready")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("python -m service did not become ready")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def post_file(
+    client: httpx.Client,
+    data: bytes,
+    *,
+    filename: str = "upload.bin",
+    params: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    """POST ``data`` as the multipart ``file`` field (the name says nothing about the format)."""
+    return client.post(
+        "/v1/predict", files={"file": (filename, data, "application/octet-stream")}, params=params
+    )
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"non-standard JSON constant {name} in a response")
+
+
+def strict_json(response: httpx.Response) -> dict[str, Any]:
+    """The body as JSON, refusing NaN/Infinity (which ``response.json()`` would silently accept)."""
+    import json
+
+    body = json.loads(response.text, parse_constant=_refuse_constant)
+    assert isinstance(body, dict)
+    return body

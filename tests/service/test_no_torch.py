@@ -1,0 +1,71 @@
+"""The service must import, start and predict without torch (the serving image has none)."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.service.live import REPO_ROOT, service_env
+
+# Training-only packages: none may be imported anywhere under service/.
+FORBIDDEN_TOP_LEVEL = {
+    "torch",
+    "torchvision",
+    "timm",
+    "training",
+    "onnx",
+    "onnxscript",
+    "sklearn",
+    "matplotlib",
+}
+
+SCRIPT = """
+import sys
+for name in ("torch", "torchvision", "timm"):
+    sys.modules[name] = None  # any import of them now raises ImportError
+
+import httpx
+from service.main import create_app
+from service.settings import Settings
+from tests.factories import chest_like, dicom_bytes, dicom_dataset
+from tests.service.live import ThreadedServer, post_file
+
+app = create_app(Settings(model_dir=sys.argv[1], execution_provider="cpu"))
+with ThreadedServer(app) as server, httpx.Client(base_url=server.url) as client:
+    response = post_file(client, dicom_bytes(dicom_dataset(chest_like())))
+    assert response.status_code == 200, response.text
+    assert response.json()["gradcam"]["png_base64"]
+loaded = [n for n, m in sys.modules.items() if m is not None and n.split(".")[0] in {"torch", "training"}]
+assert not loaded, loaded
+print("served without torch")
+"""
+
+
+def test_service_runs_with_torch_unimportable(tiny_model_dir: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tiny_model_dir)],
+        cwd=REPO_ROOT,
+        env=service_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "served without torch" in result.stdout
+
+
+def test_no_service_module_imports_training_packages() -> None:
+    offenders = []
+    for path in sorted((REPO_ROOT / "service").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            offenders += [
+                f"{path.relative_to(REPO_ROOT)}: {n}" for n in names if n.split(".")[0] in FORBIDDEN_TOP_LEVEL
+            ]
+    assert not offenders, offenders

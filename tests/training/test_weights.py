@@ -1,0 +1,40 @@
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from training.backbones import create_model
+from training.weights import WeightsUnavailableError, resolve_weights
+
+
+def test_efficientnet_lite0_imagenet_weights_come_from_the_package() -> None:
+    built = create_model("efficientnet_lite0", num_classes=2, weights="imagenet")
+    assert "ImageNet" in built.weights.description
+    assert built.weights.state_dict is not None
+    features: Any = built.model.features  # the timm body is untyped
+    stem = features.body.conv_stem.weight
+    assert torch.equal(stem, built.weights.state_dict["conv_stem.weight"])
+
+
+def test_no_silent_random_init_when_no_weights_are_available() -> None:
+    with pytest.raises(WeightsUnavailableError, match="weights='none'"):
+        resolve_weights("baseline_cnn", "imagenet")
+    with pytest.raises(WeightsUnavailableError, match="does not exist"):
+        resolve_weights("efficientnet_lite0", "/nonexistent/weights.pt")
+    assert "explicitly requested" in resolve_weights("baseline_cnn", "none").description
+
+
+def test_weights_from_a_local_state_dict_file(tmp_path: Path) -> None:
+    source = create_model("baseline_cnn", num_classes=2, weights="none").model
+    path = tmp_path / "cnn.pt"
+    torch.save(source.state_dict(), path)
+    loaded = create_model("baseline_cnn", num_classes=2, weights=str(path))
+    assert str(path) in loaded.weights.description
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value)
+
+
+def test_unknown_backbone_lists_the_available_ones() -> None:
+    with pytest.raises(ValueError, match="efficientnet_lite0"):
+        create_model("resnet9000", num_classes=2)

@@ -1,0 +1,94 @@
+"""``python -m training {train,export,run}``: argument parsing only; the work is in the library."""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from training.config import TrainConfig
+
+EXIT_COLLAPSED = 3
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", dest="data_dir", type=Path, help="<root>/<CLASS>/*.{png,jpg,jpeg,dcm}")
+    parser.add_argument("--config", type=Path, help="YAML with TrainConfig fields; flags override it")
+    parser.add_argument("--backbone")
+    parser.add_argument("--weights", help="imagenet | none | path to a state dict")
+    parser.add_argument("--image-size", dest="image_size", type=int)
+    parser.add_argument("--patient-pattern", dest="patient_pattern")
+    parser.add_argument("--val-fraction", dest="val_fraction", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--batch-size", dest="batch_size", type=int)
+    parser.add_argument("--head-epochs", dest="head_epochs", type=int)
+    parser.add_argument("--finetune-epochs", dest="finetune_epochs", type=int)
+    parser.add_argument("--head-lr", dest="head_lr", type=float)
+    parser.add_argument("--finetune-lr", dest="finetune_lr", type=float)
+    parser.add_argument("--positive-class", dest="positive_class")
+    parser.add_argument("--output-dir", dest="output_dir", type=Path)
+    parser.add_argument("--run-name", dest="run_name")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--max-steps-per-epoch", dest="max_steps_per_epoch", type=int)
+
+
+def _add_export_arguments(parser: argparse.ArgumentParser, need_run: bool) -> None:
+    if need_run:
+        parser.add_argument("--run", dest="run_dir", type=Path, required=True, help="a finished run folder")
+    parser.add_argument("--store", type=Path, default=Path("models"))
+    parser.add_argument("--name", default="cxr-pneumonia")
+    parser.add_argument("--version", help="default: UTC timestamp")
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    fields = set(TrainConfig.model_fields)
+    overrides = {k: v for k, v in vars(args).items() if k in fields}
+    return TrainConfig.from_sources(args.config, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_train_arguments(commands.add_parser("train", help="train and write a run folder"))
+    _add_export_arguments(commands.add_parser("export", help="export a run folder to the model store"), True)
+    run_parser = commands.add_parser("run", help="train, then export the result")
+    _add_train_arguments(run_parser)
+    _add_export_arguments(run_parser, False)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from training.engine import train
+    from training.export import export_run
+    from training.metrics import CollapsedModelError
+
+    try:
+        if args.command == "export":
+            print(export_run(args.run_dir, args.store, args.name, args.version))
+            return 0
+        result = train(_config(args))
+        _print_summary(result.summary, result.run_dir)
+        if args.command == "run":
+            print(export_run(result.run_dir, args.store, args.name, args.version))
+    except CollapsedModelError as exc:
+        print(f"\nERROR: {exc}", file=sys.stderr)
+        return EXIT_COLLAPSED
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4f}"
+
+
+def _print_summary(summary: "RunSummary", run_dir: Path) -> None:
+    metrics, baseline = summary.validation_metrics, summary.majority_baseline
+    print(f"\nrun folder: {run_dir}  (best epoch {summary.best_epoch}, {summary.train_seconds:.0f} s)")
+    print(f"{'validation metric':<22}{'model':>10}{'majority baseline':>20}")
+    for key in ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "cross_entropy"):
+        if key in metrics:
+            print(f"{key:<22}{_fmt(metrics[key]):>10}{_fmt(baseline.get(key)):>20}")
+    if summary.decision_threshold is not None:
+        t = summary.decision_threshold
+        print(f"decision threshold: p({t.positive_class}) >= {t.value:.4f} ({t.method})")
+
+
+if False:  # pragma: no cover - typing only, keeps the CLI import cheap
+    from training.run_folder import RunSummary

@@ -1,0 +1,1 @@
+"""Finding images, splitting them by patient, and feeding them through the preprocessing contract."""
