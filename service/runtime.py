@@ -19,7 +19,14 @@ import numpy.typing as npt
 import onnxruntime as ort
 from pydantic import ValidationError
 
-from service.contract import PREPROCESSING_VERSION, DecisionThreshold, ModelCard
+from service.contract import (
+    PREPROCESSING_VERSION,
+    DecisionThreshold,
+    DecodedImage,
+    DecodeLimits,
+    ModelCard,
+    load_model_input,
+)
 from service.contract.model_card import (
     CAM_OUTPUT,
     CARD_FILENAME,
@@ -239,6 +246,11 @@ class ModelRuntime:
     @property
     def class_names(self) -> list[str]:
         return list(self.card.class_names)
+
+    def prepare(self, data: bytes, max_pixels: int) -> tuple[npt.NDArray[np.float32], DecodedImage]:
+        """Uploaded bytes -> this model's input, through the contract training uses for its datasets."""
+        contract = self.card.pixel_contract
+        return load_model_input(data, contract.height, contract.width, DecodeLimits(max_pixels=max_pixels))
 
     def infer(self, image: npt.NDArray[np.float32]) -> Inference:
         """Run one preprocessed film ``[1, H, W]``. Thread-safe: ORT sessions allow concurrent runs."""

@@ -25,6 +25,7 @@ from training.data.dataset import FilmDataset
 from training.data.scan import Sample, scan_folder
 from training.data.split import split_by_patient
 from training.metrics import (
+    Metrics,
     check_not_collapsed,
     classification_metrics,
     majority_baseline,
@@ -125,17 +126,31 @@ def _train_epoch(
     return total / max(count, 1)
 
 
-def train(config: TrainConfig) -> RunResult:
-    seed_everything(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+@dataclass(frozen=True)
+class _Data:
+    class_names: list[str]
+    positive: int | None
+    summary: TrainingDataSummary
+    train_set: FilmDataset
+    val_set: FilmDataset
+    baseline: Metrics
+
+
+@dataclass(frozen=True)
+class _Fit:
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    epochs_run: int
+
+
+def _prepare_data(config: TrainConfig, run_dir: Path) -> _Data:
+    """Scan, split by patient (refusing leakage), record the split, preprocess every film once."""
     scanned = scan_folder(config.data_dir, config.patient_pattern)
     class_names = scanned.class_names
-    pos = positive_index(class_names, config.positive_class)
+    positive = positive_index(class_names, config.positive_class)
     split = split_by_patient(scanned.samples, config.val_fraction, config.seed)
-    run_dir = run_folder.create_run_dir(config)
     run_folder.write_split(run_dir, split, class_names)
-    data_summary = TrainingDataSummary(
+    summary = TrainingDataSummary(
         source=str(config.data_dir),
         split_method=f"by patient, stratified, val_fraction={config.val_fraction}, "
         f"pattern={config.patient_pattern!r}, no duplicate content across splits",
@@ -145,31 +160,37 @@ def train(config: TrainConfig) -> RunResult:
             "validation": summarise_split(split.validation, class_names),
         },
     )
-    log.info("run folder %s; split %s", run_dir, {k: v.per_class for k, v in data_summary.splits.items()})
-
-    size = config.image_size
+    log.info("run folder %s; split %s", run_dir, {k: v.per_class for k, v in summary.splits.items()})
     started = time.perf_counter()
+    size = config.image_size
     train_set, val_set = FilmDataset(split.train, size, size), FilmDataset(split.validation, size, size)
     log.info("preprocessed %d films in %.1f s", len(train_set) + len(val_set), time.perf_counter() - started)
-    train_labels, val_labels = train_set.labels.numpy(), val_set.labels.numpy()
-    baseline = majority_baseline(train_labels, val_labels, len(class_names), pos)
+    baseline = majority_baseline(train_set.labels.numpy(), val_set.labels.numpy(), len(class_names), positive)
+    return _Data(class_names, positive, summary, train_set, val_set, baseline)
 
-    built = create_model(config.backbone, len(class_names), config.weights)
-    model = built.model
-    log.info("backbone %s, initial weights: %s", config.backbone, built.weights.description)
-    counts = np.bincount(train_labels, minlength=len(class_names)).astype(np.float64)
-    class_weights = len(train_labels) / (len(class_names) * np.maximum(counts, 1))
-    loss_fn = nn.CrossEntropyLoss(
-        weight=torch.tensor(class_weights, dtype=torch.float32) if config.class_weighted_loss else None
-    )
+
+def _loss(config: TrainConfig, data: _Data) -> nn.CrossEntropyLoss:
+    """Cross-entropy, weighted by inverse class frequency so the minority class is not ignored."""
+    if not config.class_weighted_loss:
+        return nn.CrossEntropyLoss()
+    labels = data.train_set.labels.numpy()
+    counts = np.bincount(labels, minlength=len(data.class_names)).astype(np.float64)
+    weights = len(labels) / (len(data.class_names) * np.maximum(counts, 1))
+    return nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
+
+
+def _fit(config: TrainConfig, model: Classifier, data: _Data, run_dir: Path) -> _Fit:
+    """Both phases with early stopping on validation AUC; the best state is kept and checkpointed."""
+    loss_fn = _loss(config, data)
     loader = DataLoader(
-        train_set,
+        data.train_set,
         batch_size=config.batch_size,
         shuffle=True,
-        drop_last=len(train_set) > config.batch_size,
+        drop_last=len(data.train_set) > config.batch_size,
         generator=torch.Generator().manual_seed(config.seed),
     )
     augment = RandAffineIntensity(config.augment, config.seed + 1)
+    val_labels = data.val_set.labels.numpy()
     phases = [
         Phase("head", config.head_epochs, config.head_lr, freeze_features=True),
         Phase("finetune", config.finetune_epochs, config.finetune_lr, freeze_features=False),
@@ -196,7 +217,7 @@ def train(config: TrainConfig) -> RunResult:
             )
             scheduler.step()
             val_metrics = classification_metrics(
-                val_labels, predict_probabilities(model, val_set.inputs), pos
+                val_labels, predict_probabilities(model, data.val_set.inputs), data.positive
             )
             row = {
                 "epoch": epoch,
@@ -204,7 +225,7 @@ def train(config: TrainConfig) -> RunResult:
                 "lr": phase.lr,
                 "train_loss": train_loss,
                 **{f"val_{k}": v for k, v in val_metrics.items()},
-                "baseline_accuracy": baseline["accuracy"],
+                "baseline_accuracy": data.baseline["accuracy"],
                 "seconds": time.perf_counter() - epoch_start,
             }
             history.append(row)
@@ -217,7 +238,7 @@ def train(config: TrainConfig) -> RunResult:
                 train_loss,
                 val_metrics["auc"],
                 val_metrics["accuracy"],
-                baseline["accuracy"],
+                data.baseline["accuracy"],
                 row["seconds"],
             )
             if (val_metrics["distinct_predicted_classes"] or 0) < 2:
@@ -232,33 +253,53 @@ def train(config: TrainConfig) -> RunResult:
                 if stale >= config.patience:
                     log.info("early stop of phase %s: no AUC gain for %d epochs", phase.name, stale)
                     break
+    return _Fit(best_state, best_epoch, epoch)
+
+
+def _operating_point(data: _Data, probabilities: np.ndarray) -> DecisionThreshold | None:
+    if data.positive is None:
+        return None
+    value = youden_threshold(data.val_set.labels.numpy(), probabilities[:, data.positive], data.positive)
+    return DecisionThreshold(
+        positive_class=data.class_names[data.positive],
+        value=value,
+        method="Youden's J (max sensitivity + specificity - 1) on validation",
+    )
+
+
+def train(config: TrainConfig) -> RunResult:
+    """Run the whole recipe and leave a run folder; raises ``CollapsedModelError`` after writing it."""
+    seed_everything(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    run_dir = run_folder.create_run_dir(config)
+    started = time.perf_counter()
+    data = _prepare_data(config, run_dir)
+    built = create_model(config.backbone, len(data.class_names), config.weights)
+    log.info("backbone %s, initial weights: %s", config.backbone, built.weights.description)
+    fit = _fit(config, built.model, data, run_dir)
     train_seconds = time.perf_counter() - started
 
-    model.load_state_dict(best_state)
-    probabilities = predict_probabilities(model, val_set.inputs)
-    threshold = None
-    if pos is not None:
-        value = youden_threshold(val_labels, probabilities[:, pos], pos)
-        threshold = DecisionThreshold(
-            positive_class=class_names[pos],
-            value=value,
-            method="Youden's J (max sensitivity + specificity - 1) on validation",
-        )
-    final = classification_metrics(val_labels, probabilities, pos, threshold.value if threshold else None)
+    built.model.load_state_dict(fit.best_state)
+    probabilities = predict_probabilities(built.model, data.val_set.inputs)
+    threshold = _operating_point(data, probabilities)
+    final = classification_metrics(
+        data.val_set.labels.numpy(), probabilities, data.positive, threshold.value if threshold else None
+    )
     summary = run_folder.RunSummary(
         backbone=config.backbone,
         weights=built.weights.description,
-        image_size=size,
-        class_names=class_names,
-        training_data=data_summary,
-        best_epoch=best_epoch,
-        epochs_run=epoch,
+        image_size=config.image_size,
+        class_names=data.class_names,
+        training_data=data.summary,
+        best_epoch=fit.best_epoch,
+        epochs_run=fit.epochs_run,
         train_seconds=train_seconds,
         validation_metrics=final,
-        majority_baseline=baseline,
+        majority_baseline=data.baseline,
         decision_threshold=threshold,
     )
     run_folder.write_summary(run_dir, summary)
     # The guard judges the predictions the service would return: at the threshold for binary models.
-    check_not_collapsed(final, class_names, "validation, at the operating point")
+    check_not_collapsed(final, data.class_names, "validation, at the operating point")
     return RunResult(run_dir, summary)

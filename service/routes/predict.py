@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 
-from service.contract import DecodedImage, DecodeLimits, load_model_input
+from service.contract import DecodedImage
 from service.dependencies import LimiterDep, MetricsDep, RuntimeDep, SettingsDep
 from service.logs import request_id_var
 from service.overlay import render_overlay
@@ -64,9 +64,7 @@ class _Analysis:
 
 def _analyse(data: bytes, runtime: ModelRuntime, max_pixels: int, overlay_max_side: int | None) -> _Analysis:
     """Decode, run and draw: CPU-bound, so it runs on a worker thread, never on the event loop."""
-    contract = runtime.card.pixel_contract
-    limits = DecodeLimits(max_pixels=max_pixels)
-    tensor, decoded = load_model_input(data, contract.height, contract.width, limits)
+    tensor, decoded = runtime.prepare(data, max_pixels)
     inference = runtime.infer(tensor)
     predicted = runtime.decide(inference.probabilities)
     gradcam = None
