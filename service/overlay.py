@@ -14,7 +14,7 @@ from PIL import Image
 
 from service.contract.preprocess import resize_plane, stretch_contrast
 
-DEFAULT_ALPHA = 0.4  # weight of the heat map; the film stays readable underneath
+DEFAULT_ALPHA = 0.5  # heat-map weight where the map peaks; it fades to 0 where the map is 0
 _EPSILON = 1e-12
 
 
@@ -47,13 +47,18 @@ def render_overlay(
     max_side: int,
     alpha: float = DEFAULT_ALPHA,
 ) -> tuple[bytes, int, int]:
-    """Blend ``cam`` ([h, w], raw) over ``film`` (decoded plane); returns (PNG bytes, width, height)."""
+    """Blend ``cam`` ([h, w], raw) over ``film`` (decoded plane); returns (PNG bytes, width, height).
+
+    Opacity follows the map, so regions without evidence show the plain film: a uniform colour wash
+    would hide the anatomy the radiologist needs to check the highlight against.
+    """
     height, width = overlay_size(film.shape[0], film.shape[1], max_side)
     background = stretch_contrast(resize_plane(film, height, width))
     heat = resize_plane(normalise_cam(cam), height, width)  # Pillow bilinear on the float map
     colours = jet(heat)
     gray = np.repeat(background[..., np.newaxis], 3, axis=2)
-    blended = (1.0 - alpha) * gray + alpha * colours
+    weight = (alpha * heat)[..., np.newaxis]
+    blended = (1.0 - weight) * gray + weight * colours
     rgb = np.clip(np.rint(blended * 255.0), 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")

@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     _add_export_arguments(run_parser, False)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("onnx_ir", "onnxscript", "torch.onnx"):  # the exporter narrates every rewrite at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
     from training.engine import train
     from training.export import export_run
