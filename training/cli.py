@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 from training.config import TrainConfig
+from training.metrics import format_metric
+from training.run_folder import RunSummary
 
 EXIT_COLLAPSED = 3
 
@@ -76,21 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _fmt(value: float | None) -> str:
-    return "undefined" if value is None else f"{value:.4f}"
-
-
-def _print_summary(summary: "RunSummary", run_dir: Path) -> None:
+def _print_summary(summary: RunSummary, run_dir: Path) -> None:
     metrics, baseline = summary.validation_metrics, summary.majority_baseline
     print(f"\nrun folder: {run_dir}  (best epoch {summary.best_epoch}, {summary.train_seconds:.0f} s)")
     print(f"{'validation metric':<22}{'model':>10}{'majority baseline':>20}")
     for key in ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "cross_entropy"):
         if key in metrics:
-            print(f"{key:<22}{_fmt(metrics[key]):>10}{_fmt(baseline.get(key)):>20}")
+            print(f"{key:<22}{format_metric(metrics[key]):>10}{format_metric(baseline.get(key)):>20}")
     if summary.decision_threshold is not None:
         t = summary.decision_threshold
         print(f"decision threshold: p({t.positive_class}) >= {t.value:.4f} ({t.method})")
-
-
-if False:  # pragma: no cover - typing only, keeps the CLI import cheap
-    from training.run_folder import RunSummary

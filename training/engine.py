@@ -28,6 +28,7 @@ from training.metrics import (
     Metrics,
     check_not_collapsed,
     classification_metrics,
+    format_metric,
     majority_baseline,
     youden_threshold,
 )
@@ -236,9 +237,9 @@ def _fit(config: TrainConfig, model: Classifier, data: _Data, run_dir: Path) -> 
                 epoch,
                 phase.name,
                 train_loss,
-                val_metrics["auc"],
-                val_metrics["accuracy"],
-                data.baseline["accuracy"],
+                format_metric(val_metrics["auc"]),
+                format_metric(val_metrics["accuracy"]),
+                format_metric(data.baseline["accuracy"]),
                 row["seconds"],
             )
             if (val_metrics["distinct_predicted_classes"] or 0) < 2:

@@ -71,6 +71,10 @@ def classification_metrics(
     return metrics
 
 
+def format_metric(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4f}"
+
+
 def _ratio(numerator: np.integer, denominator: np.integer) -> float | None:
     return float(numerator / denominator) if denominator else None
 
