@@ -58,6 +58,7 @@ class Inference:
     probabilities: npt.NDArray[np.float32]  # [C], finite, sums to 1
     cams: npt.NDArray[np.float32]  # [C, h, w], finite, non-negative
     inference_ms: float
+    ood_score: float | None = None  # only for models whose card declares an OOD detector
 
 
 def resolve_model_dir(settings: Settings) -> Path:
@@ -158,6 +159,11 @@ def _check_graph(session: ort.InferenceSession, card: ModelCard, onnx_path: Path
             f"{onnx_path}: graph outputs are {sorted(outputs)}; missing {sorted(missing)} "
             f"(expected {PROBABILITIES_OUTPUT!r} [N, C] and {CAM_OUTPUT!r} [N, C, h, w])."
         )
+    if card.ood is not None and card.ood.output_name not in outputs:
+        raise ModelLoadError(
+            f"{onnx_path}: the card declares an out-of-distribution detector but the graph has no "
+            f"{card.ood.output_name!r} output."
+        )
     n_classes = len(card.class_names)
     probs_shape = list(outputs[PROBABILITIES_OUTPUT].shape)
     cam_shape = list(outputs[CAM_OUTPUT].shape)
@@ -180,12 +186,21 @@ def _symbolic(dim: Any) -> tuple[Any, ...]:
 class ModelRuntime:
     """A validated model: its card, its ONNX Runtime session, and the provider really in use."""
 
-    def __init__(self, model_dir: Path, card: ModelCard, session: ort.InferenceSession, sha256: str) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        card: ModelCard,
+        session: ort.InferenceSession,
+        sha256: str,
+        threshold_override: float | None = None,
+    ) -> None:
         self.model_dir = model_dir
         self.card = card
         self.sha256 = sha256
         self._session = session
         self.provider: str = session.get_providers()[0]
+        self.threshold = _operating_point(card, threshold_override)
+        self._outputs = [PROBABILITIES_OUTPUT, CAM_OUTPUT] + ([card.ood.output_name] if card.ood else [])
 
     @classmethod
     def load(cls, settings: Settings) -> "ModelRuntime":
@@ -215,7 +230,7 @@ class ModelRuntime:
         if providers[0] == CUDA and in_use != CUDA:
             logger.warning("CUDA provider available but not usable; running on %s", in_use)
         _check_graph(session, card, onnx_path)
-        runtime = cls(model_dir, card, session, sha256)
+        runtime = cls(model_dir, card, session, sha256, settings.decision_threshold)
         runtime._warm_up(onnx_path)
         if settings.model_dir is None and card.name != settings.model_name:
             logger.warning(
@@ -256,15 +271,34 @@ class ModelRuntime:
         """Run one preprocessed film ``[1, H, W]``. Thread-safe: ORT sessions allow concurrent runs."""
         batch = np.ascontiguousarray(image[np.newaxis], dtype=np.float32)
         start = time.perf_counter()
-        probabilities, cams = self._session.run(
-            [PROBABILITIES_OUTPUT, CAM_OUTPUT], {self.card.pixel_contract.input_name: batch}
-        )
+        outputs = self._session.run(self._outputs, {self.card.pixel_contract.input_name: batch})
         inference_ms = (time.perf_counter() - start) * 1000.0
         return Inference(
-            probabilities=self._checked_probabilities(np.asarray(probabilities)),
-            cams=self._checked_cams(np.asarray(cams)),
+            probabilities=self._checked_probabilities(np.asarray(outputs[0])),
+            cams=self._checked_cams(np.asarray(outputs[1])),
             inference_ms=inference_ms,
+            ood_score=self._checked_ood_score(np.asarray(outputs[2])) if len(outputs) > 2 else None,
         )
+
+    def _checked_ood_score(self, scores: npt.NDArray[Any]) -> float:
+        if scores.shape != (1,) or not np.isfinite(scores[0]):
+            raise ModelOutputError(f"ood_score has shape {scores.shape} or is not finite, expected (1,)")
+        return float(scores[0])
+
+    def is_out_of_distribution(self, inference: Inference) -> bool:
+        """True when the card has a detector and the film scores above its validated threshold."""
+        detector = self.card.ood
+        return (
+            detector is not None
+            and inference.ood_score is not None
+            and inference.ood_score > detector.threshold
+        )
+
+    def triage_level(self, predicted_class: str) -> str | None:
+        """``urgent`` when a binary model calls the positive class at its operating point, else routine."""
+        if self.threshold is None:
+            return None
+        return "urgent" if predicted_class == self.threshold.positive_class else "routine"
 
     def _checked_probabilities(self, probabilities: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         n_classes = len(self.card.class_names)
@@ -288,13 +322,6 @@ class ModelRuntime:
         clipped: npt.NDArray[np.float32] = np.clip(finite, 0.0, None)
         return clipped
 
-    @property
-    def threshold(self) -> DecisionThreshold | None:
-        """The operating point in use: the card's, for a two-class model only."""
-        if len(self.card.class_names) == 2:
-            return self.card.decision_threshold
-        return None
-
     def decide(self, probabilities: npt.NDArray[np.float32]) -> str:
         """``positive_class`` iff p(positive) >= threshold for a binary model with one, else argmax."""
         names = self.card.class_names
@@ -307,6 +334,27 @@ class ModelRuntime:
                 return names[positive]
             return names[1 - positive]
         return names[int(np.argmax(probabilities))]
+
+
+def _operating_point(card: ModelCard, override: float | None) -> DecisionThreshold | None:
+    """The card's threshold for a binary model, or the deployment's override of it, said as such."""
+    threshold = card.decision_threshold if len(card.class_names) == 2 else None
+    if override is None:
+        return threshold
+    if threshold is None:
+        raise ModelLoadError(
+            "CXR_DECISION_THRESHOLD is set, but the model has no binary operating point to override."
+        )
+    return threshold.model_copy(
+        update={
+            "value": override,
+            "method": f"deployment override CXR_DECISION_THRESHOLD={override} (the card's validated "
+            f"operating point is {threshold.value:.4f}, {threshold.method})",
+            # Unknown at a threshold nobody validated: reporting the card's figures would mislead.
+            "validation_sensitivity": None,
+            "validation_specificity": None,
+        }
+    )
 
 
 def _create_session(

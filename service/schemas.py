@@ -1,10 +1,11 @@
 """Response bodies of the HTTP API (the OpenAPI schema is generated from these)."""
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.contract import DecisionThreshold, PixelContract, SourceFormat
+from service.contract import DecisionThreshold, OodDetector, PixelContract, SourceFormat
 
 
 class _Response(BaseModel):
@@ -43,6 +44,26 @@ class GradCam(_Response):
     png_base64: str = Field(description="RGB PNG: jet heat map alpha-blended over the display-stretched film")
 
 
+class Triage(_Response):
+    """What the flag means, so a caller never has to guess: the operating point and how it performed."""
+
+    level: Literal["urgent", "routine"]
+    positive_class: str
+    threshold: float
+    validation_sensitivity: float | None = Field(
+        description="Sensitivity at this threshold on the validation split; null for a deployment override."
+    )
+    validation_specificity: float | None
+    meaning: str = Field(examples=["urgent = p(PNEUMONIA) >= 0.5179"])
+
+
+class OutOfDistribution(_Response):
+    score: float = Field(
+        description="In-graph Mahalanobis score of the film's features; larger = less typical."
+    )
+    threshold: float = Field(description="Films scoring above this are refused with 422 out_of_distribution.")
+
+
 class PredictionResponse(_Response):
     request_id: str
     model: ModelRef
@@ -51,6 +72,8 @@ class PredictionResponse(_Response):
     threshold: DecisionThreshold | None = Field(
         description="Operating point used for a binary model; null means the argmax class is reported."
     )
+    triage: Triage | None = Field(description="Null for models without a binary operating point.")
+    out_of_distribution: OutOfDistribution | None = Field(description="Null if the model has no detector.")
     image: ImageInfo
     dicom: DicomRef | None = Field(description="Null unless the upload was DICOM.")
     execution_provider: str = Field(examples=["CPUExecutionProvider"])
@@ -65,7 +88,8 @@ class ModelInfo(_Response):
     created_at: datetime
     class_names: list[str]
     pixel_contract: PixelContract
-    decision_threshold: DecisionThreshold | None
+    decision_threshold: DecisionThreshold | None = Field(description="The operating point in use.")
+    out_of_distribution: OodDetector | None
     validation_metrics: dict[str, float | None] = Field(description="null = undefined on that split")
     majority_baseline: dict[str, float | None]
     onnx_sha256: str

@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(32 * MIB, gt=0, description="Largest accepted file, in bytes.")
     max_pixels: int = Field(50_000_000, gt=0, description="Largest accepted image, width x height.")
     overlay_max_side: int = Field(512, ge=16, le=4096, description="Longest side of the Grad-CAM PNG.")
+    decision_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Per-deployment override of the card's operating point (binary models only); "
+        "reported in every response. Never settable per request.",
+    )
     execution_provider: ExecutionProvider = "auto"
     intra_op_threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads; 0 = default.")
     max_concurrent_predictions: int = Field(

@@ -58,10 +58,21 @@ def tiny_run_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``<store>/cxr-pneumonia/1/`` with a real model.onnx and model_card.json."""
+    """``<store>/cxr-pneumonia/1/`` with a real model.onnx and model_card.json.
+
+    Without the OOD detector: its threshold, set on 8 validation films, would refuse the service
+    tests' synthetic films; ``tiny_ood_model_dir`` is the same run with the detector.
+    """
     from training.export import export_run
 
-    return export_run(tiny_run_dir, tmp_path_factory.mktemp("store"), "cxr-pneumonia", "1")
+    return export_run(tiny_run_dir, tmp_path_factory.mktemp("store"), "cxr-pneumonia", "1", ood=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_ood_model_dir(tiny_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.export import export_run
+
+    return export_run(tiny_run_dir, tmp_path_factory.mktemp("store-ood"), "cxr-pneumonia", "1")
 
 
 @pytest.fixture(scope="session")

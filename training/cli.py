@@ -39,6 +39,9 @@ def _add_export_arguments(parser: argparse.ArgumentParser, need_run: bool) -> No
     parser.add_argument("--store", type=Path, default=Path("models"))
     parser.add_argument("--name", default="cxr-pneumonia")
     parser.add_argument("--version", help="default: UTC timestamp")
+    parser.add_argument(
+        "--no-ood", dest="ood", action="store_false", help="leave out the out-of-distribution detector"
+    )
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
@@ -52,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train_arguments(commands.add_parser("train", help="train and write a run folder"))
     _add_export_arguments(commands.add_parser("export", help="export a run folder to the model store"), True)
+    report_parser = commands.add_parser(
+        "ood-report", help="measure an exported model's out-of-distribution rejection"
+    )
+    report_parser.add_argument("--model", type=Path, required=True, help="models/<name>/<version>")
+    report_parser.add_argument("--run", dest="run_dir", type=Path, required=True, help="its run folder")
+    report_parser.add_argument("--out", type=Path, help="write the report as JSON here")
     run_parser = commands.add_parser("run", help="train, then export the result")
     _add_train_arguments(run_parser)
     _add_export_arguments(run_parser, False)
@@ -65,13 +74,21 @@ def main(argv: list[str] | None = None) -> int:
     from training.metrics import CollapsedModelError
 
     try:
+        if args.command == "ood-report":
+            from training.ood_report import format_report, ood_report, write_report
+
+            report = ood_report(args.model, args.run_dir)
+            print(format_report(report))
+            if args.out is not None:
+                write_report(report, args.out)
+            return 0
         if args.command == "export":
-            print(export_run(args.run_dir, args.store, args.name, args.version))
+            print(export_run(args.run_dir, args.store, args.name, args.version, args.ood))
             return 0
         result = train(_config(args))
         _print_summary(result.summary, result.run_dir)
         if args.command == "run":
-            print(export_run(result.run_dir, args.store, args.name, args.version))
+            print(export_run(result.run_dir, args.store, args.name, args.version, args.ood))
     except CollapsedModelError as exc:
         print(f"\nERROR: {exc}", file=sys.stderr)
         return EXIT_COLLAPSED

@@ -6,6 +6,7 @@ import logging
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,20 +15,24 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from service.contract import ModelCard, PixelContract
+from service.contract import DecisionThreshold, ModelCard, OodDetector, PixelContract
 from service.contract.model_card import (
     CAM_OUTPUT,
     CARD_FILENAME,
     INPUT_NAME,
     ONNX_FILENAME,
+    OOD_OUTPUT,
     PROBABILITIES_OUTPUT,
 )
 from training import run_folder
 from training.backbones import Classifier, create_model
 from training.config import TrainConfig
-from training.data.dataset import load_input
+from training.data.dataset import FilmDataset
+from training.data.scan import Sample
 from training.gradcam_graph import ExportGraph
 from training.metrics import check_not_collapsed
+from training.ood import METHOD as OOD_METHOD
+from training.ood import VALIDATION_QUANTILE, OodStatistics, fit_ood_statistics, validation_threshold
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +54,23 @@ def load_trained_model(run_dir: Path) -> tuple[Classifier, TrainConfig, run_fold
     return model.eval(), config, summary
 
 
-def export_onnx(model: Classifier, image_size: int, path: Path, temperature: float = 1.0) -> None:
-    graph = ExportGraph(model, temperature).eval()
+def export_onnx(
+    model: Classifier,
+    image_size: int,
+    path: Path,
+    temperature: float = 1.0,
+    ood: OodStatistics | None = None,
+) -> None:
+    graph = ExportGraph(model, temperature, ood).eval()
     example = torch.zeros(2, 1, image_size, image_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
+    outputs = [PROBABILITIES_OUTPUT, CAM_OUTPUT] + ([OOD_OUTPUT] if ood is not None else [])
     torch.onnx.export(
         graph,
         (example,),
         str(path),
         input_names=[INPUT_NAME],
-        output_names=[PROBABILITIES_OUTPUT, CAM_OUTPUT],
+        output_names=outputs,
         opset_version=OPSET,
         dynamic_shapes={"image": {0: batch}},
         dynamo=True,
@@ -80,13 +92,59 @@ def check_parity(model: Classifier, onnx_path: Path, inputs: np.ndarray) -> floa
     return difference
 
 
-def _parity_inputs(run_dir: Path, image_size: int, count: int = 8) -> np.ndarray:
-    """Real validation films (through the contract), so parity is checked on what will be served."""
+@dataclass(frozen=True)
+class SplitData:
+    train: FilmDataset
+    validation: FilmDataset
+
+
+def load_split(run_dir: Path, class_names: list[str], image_size: int) -> SplitData:
+    """The run's own split, re-read through the contract: the films the model was fitted and tuned on."""
+    rows: dict[str, list[Sample]] = {"train": [], "validation": []}
     with (run_dir / run_folder.SPLIT_FILE).open() as handle:
-        paths = [Path(row["path"]) for row in csv.DictReader(handle) if row["split"] == "validation"]
-    films = [load_input(p, image_size, image_size) for p in paths[:count] if p.is_file()]
+        for row in csv.DictReader(handle):
+            sample = Sample(Path(row["path"]), class_names.index(row["label"]), row["patient"], row["sha256"])
+            rows[row["split"]].append(sample)
+    return SplitData(
+        FilmDataset(rows["train"], image_size, image_size),
+        FilmDataset(rows["validation"], image_size, image_size),
+    )
+
+
+def fit_ood(model: Classifier, data: SplitData, num_classes: int) -> tuple[OodStatistics, OodDetector]:
+    """Statistics from the training films; the threshold from the validation films."""
+    stats, val_scores = fit_ood_statistics(
+        model, data.train.inputs, data.train.labels, data.validation.inputs, num_classes
+    )
+    threshold = validation_threshold(val_scores)
+    detector = OodDetector(
+        method=OOD_METHOD,
+        threshold=threshold,
+        validation_quantile=VALIDATION_QUANTILE,
+        validation_rejection_rate=float((val_scores > threshold).double().mean()),
+    )
+    return stats, detector
+
+
+def _parity_inputs(validation: FilmDataset, image_size: int, count: int = 8) -> np.ndarray:
+    """Real validation films plus noise, so parity is checked on what will be served and beyond."""
     noise = np.random.default_rng(0).random((2, 1, image_size, image_size), dtype=np.float32)
-    return np.concatenate([np.stack(films), noise]) if films else noise
+    films = validation.inputs[:count].numpy()
+    return np.concatenate([films, noise])
+
+
+def _card_threshold(summary: run_folder.RunSummary) -> DecisionThreshold | None:
+    """The run's operating point with its validation sensitivity and specificity, measured there."""
+    threshold = summary.decision_threshold
+    if threshold is None:
+        return None
+    metrics = summary.validation_metrics
+    return threshold.model_copy(
+        update={
+            "validation_sensitivity": metrics.get("sensitivity"),
+            "validation_specificity": metrics.get("specificity"),
+        }
+    )
 
 
 def git_commit() -> str | None:
@@ -115,8 +173,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def export_run(run_dir: Path, store: Path, name: str, version: str | None = None) -> Path:
-    """Export a finished run into the store and return the new version folder."""
+def export_run(run_dir: Path, store: Path, name: str, version: str | None = None, ood: bool = True) -> Path:
+    """Export a finished run into the store and return the new version folder.
+
+    ``ood=False`` leaves out the out-of-distribution detector (no ``ood_score`` output): only for
+    models whose validation split is too small to set its threshold.
+    """
     model, _, summary = load_trained_model(run_dir)
     check_not_collapsed(summary.validation_metrics, summary.class_names, f"run {run_dir.name}")
     version = version or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -124,12 +186,20 @@ def export_run(run_dir: Path, store: Path, name: str, version: str | None = None
     if target.exists():
         raise FileExistsError(f"{target} already exists; versions are immutable")
     target.parent.mkdir(parents=True, exist_ok=True)
+    data = load_split(run_dir, summary.class_names, summary.image_size)
+    stats, detector = fit_ood(model, data, len(summary.class_names)) if ood else (None, None)
+    if detector is not None:
+        log.info(
+            "OOD threshold %.3f rejects %.2f %% of validation films",
+            detector.threshold,
+            100 * detector.validation_rejection_rate,
+        )
     # Build in a sibling temp folder and rename: the service never sees a half-written version.
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{version}-") as staging_name:
         staging = Path(staging_name)
         onnx_path = staging / ONNX_FILENAME
-        export_onnx(model, summary.image_size, onnx_path)
-        difference = check_parity(model, onnx_path, _parity_inputs(run_dir, summary.image_size))
+        export_onnx(model, summary.image_size, onnx_path, ood=stats)
+        difference = check_parity(model, onnx_path, _parity_inputs(data.validation, summary.image_size))
         log.info("ONNX parity: max |p_onnx - p_torch| = %.2e", difference)
         card = ModelCard(
             name=name,
@@ -143,7 +213,8 @@ def export_run(run_dir: Path, store: Path, name: str, version: str | None = None
             training_data=summary.training_data,
             validation_metrics=summary.validation_metrics,
             majority_baseline=summary.majority_baseline,
-            decision_threshold=summary.decision_threshold,
+            decision_threshold=_card_threshold(summary),
+            ood=detector,
             onnx_sha256=sha256_file(onnx_path),
             opset=OPSET,
         )

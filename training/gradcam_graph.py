@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from training.backbones import Classifier, GlobalAvgPool
+from training.ood import OodStatistics, ood_score
 
 
 class UnsupportedHeadLayerError(TypeError):
@@ -108,18 +109,23 @@ def grad_cam(fmap: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
 
 
 class ExportGraph(nn.Module):
-    """What is exported: image [N,1,H,W] in [0,1] -> (probabilities [N,C], cam [N,C,h,w])."""
+    """What is exported: image [N,1,H,W] in [0,1] -> probabilities [N,C], cam [N,C,h,w], and with
+    feature statistics also ood_score [N]."""
 
     temperature: torch.Tensor
 
-    def __init__(self, model: Classifier, temperature: float = 1.0) -> None:
+    def __init__(self, model: Classifier, temperature: float = 1.0, ood: OodStatistics | None = None) -> None:
         super().__init__()
         check_head_supported(model.head)
         self.model = model.eval()
         self.register_buffer("temperature", torch.tensor(float(temperature)))
+        self.ood = ood
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         fmap = self.model.forward_features(image)
         logits, gradient = head_forward_and_gradient(self.model.head, fmap)
         probabilities = torch.softmax(logits / self.temperature, dim=1)
-        return probabilities, grad_cam(fmap, gradient)
+        cam = grad_cam(fmap, gradient)
+        if self.ood is None:
+            return probabilities, cam
+        return probabilities, cam, ood_score(image, fmap, self.ood)

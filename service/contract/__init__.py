@@ -10,6 +10,7 @@ from service.contract.errors import InputError
 from service.contract.model_card import (
     DecisionThreshold,
     ModelCard,
+    OodDetector,
     PixelContract,
     SplitSummary,
     TrainingDataSummary,
@@ -24,6 +25,7 @@ __all__ = [
     "DicomInfo",
     "InputError",
     "ModelCard",
+    "OodDetector",
     "PixelContract",
     "SourceFormat",
     "SplitSummary",

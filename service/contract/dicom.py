@@ -24,6 +24,10 @@ pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 # Projection radiography. Missing Modality is tolerated; anything else (CT, MR, US, ...) is refused.
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "PX"})
+# Frontal chest films only. Each tag may be absent (many archives leave them empty); present and
+# contradicting - an abdomen, a lateral - the film is refused rather than given a confident answer.
+CHEST_BODY_PARTS = frozenset({"CHEST", "THORAX", "LUNG", "PORT CHEST"})
+FRONTAL_VIEWS = frozenset({"PA", "AP"})
 _MONOCHROME = frozenset({"MONOCHROME1", "MONOCHROME2"})
 _COLOUR = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"})
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -62,6 +66,8 @@ def _check_acceptable(ds: Dataset, limits: DecodeLimits) -> DicomInfo:
                 f"{', '.join(sorted(RADIOGRAPH_MODALITIES))}.",
                 422,
             )
+        _check_tag(ds, "BodyPartExamined", CHEST_BODY_PARTS, "unsupported_body_part", "a chest film")
+        _check_tag(ds, "ViewPosition", FRONTAL_VIEWS, "unsupported_view", "a frontal (PA or AP) view")
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if frames != 1:
             raise InputError("multi_frame", f"Multi-frame DICOM ({frames} frames) is not accepted.", 422)
@@ -110,6 +116,17 @@ def _truncated(ds: Dataset) -> bool:
         ):
             return True
     return False
+
+
+def _check_tag(ds: Dataset, keyword: str, accepted: frozenset[str], code: str, wanted: str) -> None:
+    value = str(ds.get(keyword, "") or "").strip().upper()
+    if value and value not in accepted:
+        raise InputError(
+            code,
+            f"{keyword} is {_echo(value)}; this model reads only {wanted} "
+            f"(accepted: {', '.join(sorted(accepted))}, or the tag left empty).",
+            422,
+        )
 
 
 def _echo(value: str) -> str:

@@ -12,6 +12,7 @@ ONNX_FILENAME = "model.onnx"
 INPUT_NAME = "image"
 PROBABILITIES_OUTPUT = "probabilities"
 CAM_OUTPUT = "cam"
+OOD_OUTPUT = "ood_score"
 
 
 class _Strict(BaseModel):
@@ -55,6 +56,18 @@ class DecisionThreshold(_Strict):
     positive_class: str
     value: float = Field(ge=0.0, le=1.0)
     method: str
+    validation_sensitivity: float | None = Field(None, description="at this threshold, on validation")
+    validation_specificity: float | None = None
+
+
+class OodDetector(_Strict):
+    """The in-graph out-of-distribution score and the threshold above which a film is refused."""
+
+    output_name: str = OOD_OUTPUT
+    method: str
+    threshold: float = Field(gt=0.0)
+    validation_quantile: float = Field(gt=0.0, le=1.0)
+    validation_rejection_rate: float = Field(ge=0.0, le=1.0)
 
 
 class ModelCard(_Strict):
@@ -77,5 +90,6 @@ class ModelCard(_Strict):
     validation_metrics: dict[str, float | None] = Field(description="None = undefined for this split")
     majority_baseline: dict[str, float | None]
     decision_threshold: DecisionThreshold | None
+    ood: OodDetector | None = None
     onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     opset: int

@@ -4,17 +4,27 @@ import base64
 import logging
 from dataclasses import dataclass
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio.to_thread
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
-from service.contract import DecodedImage
+from service.contract import DecodedImage, InputError
 from service.dependencies import LimiterDep, MetricsDep, RuntimeDep, SettingsDep
+from service.dicom_results import build_secondary_capture, build_structured_report
 from service.logs import request_id_var
 from service.overlay import render_overlay
 from service.runtime import Inference, ModelRuntime
-from service.schemas import DicomRef, ErrorResponse, GradCam, ImageInfo, ModelRef, PredictionResponse
+from service.schemas import (
+    DicomRef,
+    ErrorResponse,
+    GradCam,
+    ImageInfo,
+    ModelRef,
+    OutOfDistribution,
+    PredictionResponse,
+    Triage,
+)
 from service.upload import FILE_FIELD, read_upload
 
 logger = logging.getLogger(__name__)
@@ -48,10 +58,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         400: "Empty, corrupt or truncated file; malformed multipart body",
         413: "Upload larger than CXR_MAX_UPLOAD_BYTES",
         415: "Not a PNG, JPEG or DICOM file",
-        422: "Missing 'file' part, too many pixels, unsupported DICOM (modality, frames, no pixels...)",
+        422: "Missing 'file' part, a threshold query parameter, too many pixels, unsupported DICOM "
+        "(modality, body part, view, frames, no pixels...), out_of_distribution",
         503: "No model loaded",
     }.items()
 }
+
+
+ResultFormat = Literal["json", "sc", "sr"]
+DICOM_MEDIA_TYPE = "application/dicom"
 
 
 @dataclass(frozen=True)
@@ -60,21 +75,91 @@ class _Analysis:
     inference: Inference
     predicted_class: str
     overlay: GradCam | None
+    overlay_png: bytes | None
 
 
 def _analyse(data: bytes, runtime: ModelRuntime, max_pixels: int, overlay_max_side: int | None) -> _Analysis:
     """Decode, run and draw: CPU-bound, so it runs on a worker thread, never on the event loop."""
     tensor, decoded = runtime.prepare(data, max_pixels)
     inference = runtime.infer(tensor)
+    if runtime.is_out_of_distribution(inference):
+        assert runtime.card.ood is not None and inference.ood_score is not None
+        raise InputError(
+            "out_of_distribution",
+            "The image does not resemble the frontal chest radiographs this model was trained on "
+            f"(out-of-distribution score {inference.ood_score:.3f} > {runtime.card.ood.threshold:.3f}); "
+            "it was not classified.",
+            422,
+        )
     predicted = runtime.decide(inference.probabilities)
-    gradcam = None
+    gradcam, png = None, None
     if overlay_max_side is not None:
         cam = inference.cams[runtime.class_names.index(predicted)]
         png, width, height = render_overlay(decoded.pixels, cam, overlay_max_side)
         gradcam = GradCam(
             class_name=predicted, width=width, height=height, png_base64=base64.b64encode(png).decode("ascii")
         )
-    return _Analysis(decoded=decoded, inference=inference, predicted_class=predicted, overlay=gradcam)
+    return _Analysis(decoded, inference, predicted, gradcam, png)
+
+
+def _dicom_result(result: ResultFormat, source: bytes, runtime: ModelRuntime, analysis: _Analysis) -> bytes:
+    """The result as a DICOM object in the source's study, for PACS: SC of the overlay, or an SR."""
+    card = runtime.card
+    if result == "sc":
+        assert analysis.overlay_png is not None
+        return build_secondary_capture(
+            source,
+            analysis.overlay_png,
+            model_name=card.name,
+            model_version=card.version,
+            class_name=analysis.predicted_class,
+        )
+    threshold = runtime.threshold
+    return build_structured_report(
+        source,
+        probabilities={
+            name: float(p)
+            for name, p in zip(runtime.class_names, analysis.inference.probabilities, strict=True)
+        },
+        predicted_class=analysis.predicted_class,
+        triage_level=runtime.triage_level(analysis.predicted_class),
+        threshold=threshold.value if threshold else None,
+        positive_class=threshold.positive_class if threshold else None,
+        model_name=card.name,
+        model_version=card.version,
+    )
+
+
+def _result_format(result: ResultFormat | None, accept: str) -> ResultFormat:
+    """``?result=`` wins; otherwise ``Accept: application/dicom`` asks for the overlay as an SC."""
+    if result is not None:
+        return result
+    return "sc" if DICOM_MEDIA_TYPE in accept.lower() else "json"
+
+
+def _refuse_threshold_parameter(request: Request) -> None:
+    """A caller asking for another threshold must hear no, not get the deployment's silently."""
+    if any("threshold" in name.lower() for name in request.query_params):
+        raise InputError(
+            "invalid_request",
+            "The decision threshold is set per deployment (CXR_DECISION_THRESHOLD), never per request.",
+            422,
+        )
+
+
+def _triage(runtime: ModelRuntime, predicted_class: str) -> Triage | None:
+    level = runtime.triage_level(predicted_class)
+    threshold = runtime.threshold
+    if level is None or threshold is None:
+        return None
+    return Triage(
+        level="urgent" if level == "urgent" else "routine",
+        positive_class=threshold.positive_class,
+        threshold=threshold.value,
+        validation_sensitivity=threshold.validation_sensitivity,
+        validation_specificity=threshold.validation_specificity,
+        meaning=f"urgent = p({threshold.positive_class}) >= {threshold.value:.4f}, routine otherwise",
+    )
 
 
 @router.post(
@@ -92,14 +177,30 @@ async def predict(
     metrics: MetricsDep,
     limiter: LimiterDep,
     overlay: Annotated[bool, Query(description="Include the Grad-CAM overlay PNG.")] = True,
-) -> PredictionResponse:
+    result: Annotated[
+        ResultFormat | None,
+        Query(
+            description="json (default); sc = the Grad-CAM overlay as a DICOM Secondary Capture; "
+            "sr = a DICOM Comprehensive SR (TID 1500) with finding, probabilities, triage and model. "
+            "sc and sr need a DICOM upload and return application/dicom. "
+            "'Accept: application/dicom' alone means sc."
+        ),
+    ] = None,
+) -> Any:
+    _refuse_threshold_parameter(request)
+    wanted = _result_format(result, request.headers.get("accept", ""))
     data = await read_upload(request, settings.max_upload_bytes)
+    overlay_side = settings.overlay_max_side if overlay or wanted == "sc" else None
     analysis = await anyio.to_thread.run_sync(
-        partial(_analyse, data, runtime, settings.max_pixels, settings.overlay_max_side if overlay else None),
-        limiter=limiter,
+        partial(_analyse, data, runtime, settings.max_pixels, overlay_side), limiter=limiter
     )
-    del data  # the upload can be tens of MB; do not hold it while the response is serialised
     decoded, inference = analysis.decoded, analysis.inference
+    dicom_body = None
+    if wanted != "json":
+        dicom_body = await anyio.to_thread.run_sync(
+            partial(_dicom_result, wanted, data, runtime, analysis), limiter=limiter
+        )
+    del data  # the upload can be tens of MB; do not hold it while the response is serialised
     metrics.inference_duration.observe(inference.inference_ms / 1000.0)
     metrics.predictions.labels(analysis.predicted_class).inc()
     logger.info(
@@ -112,6 +213,12 @@ async def predict(
             "inference_ms": round(inference.inference_ms, 3),
         },
     )
+    if dicom_body is not None:
+        return Response(
+            dicom_body,
+            media_type=DICOM_MEDIA_TYPE,
+            headers={"Content-Disposition": f'attachment; filename="cxr-triage-{wanted}.dcm"'},
+        )
     dicom = decoded.dicom
     return PredictionResponse(
         request_id=request_id_var.get() or "",
@@ -121,6 +228,10 @@ async def predict(
         },
         predicted_class=analysis.predicted_class,
         threshold=runtime.threshold,
+        triage=_triage(runtime, analysis.predicted_class),
+        out_of_distribution=None
+        if runtime.card.ood is None or inference.ood_score is None
+        else OutOfDistribution(score=inference.ood_score, threshold=runtime.card.ood.threshold),
         image=ImageInfo(source_format=decoded.source_format, width=decoded.width, height=decoded.height),
         dicom=None
         if dicom is None

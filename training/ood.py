@@ -1,0 +1,107 @@
+"""Out-of-distribution score, computed inside the exported graph (output ``ood_score``).
+
+Two Gaussian models, each "Mahalanobis distance to the nearest class mean under one shared (tied)
+Ledoit-Wolf covariance", fitted on the training split:
+
+* on the pooled last-conv features (what the classifier sees): catches content unlike any film;
+* on a 16 x 16 thumbnail of the model input: catches layout - a rotated, flipped or cropped film has
+  chest-like texture, which the pooled features are largely invariant to, but not a frontal layout.
+
+Each distance is divided by its own validation quantile, the score is the larger of the two, and the
+threshold is a quantile of that score on validation films, so a known share of real films is refused.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.covariance import LedoitWolf
+
+from service.contract.model_card import OOD_OUTPUT
+from training.backbones import Classifier
+
+__all__ = ["OOD_OUTPUT", "GaussianModel", "OodStatistics", "fit_ood_statistics", "ood_score"]
+
+VALIDATION_QUANTILE = 0.995  # reject ~0.5 % of real validation films, under the 1 % budget
+THUMBNAIL_SIDE = 16
+METHOD = (
+    "max of two Mahalanobis distances (nearest class mean, tied Ledoit-Wolf covariance, each scaled by "
+    f"its validation {VALIDATION_QUANTILE} quantile): pooled last-conv features, and the "
+    f"{THUMBNAIL_SIDE}x{THUMBNAIL_SIDE} input thumbnail"
+)
+
+
+@dataclass(frozen=True)
+class GaussianModel:
+    class_means: torch.Tensor  # [C, K]
+    precision: torch.Tensor  # [K, K]
+    scale: float  # the distance's validation quantile: makes the two distances comparable
+
+    def distance(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, K] -> [N]: squared distance to the nearest class mean / scale. Plain ops: exports to ONNX."""
+        diff = x.unsqueeze(1) - self.class_means.unsqueeze(0)  # [N, C, K]
+        return (torch.matmul(diff, self.precision) * diff).sum(dim=-1).min(dim=1).values / self.scale
+
+
+@dataclass(frozen=True)
+class OodStatistics:
+    features: GaussianModel
+    thumbnail: GaussianModel
+
+
+def thumbnail(image: torch.Tensor) -> torch.Tensor:
+    return F.adaptive_avg_pool2d(image, THUMBNAIL_SIDE).flatten(1)
+
+
+def ood_score(image: torch.Tensor, fmap: torch.Tensor, stats: OodStatistics) -> torch.Tensor:
+    return torch.maximum(
+        stats.features.distance(fmap.mean(dim=(2, 3))), stats.thumbnail.distance(thumbnail(image))
+    )
+
+
+@torch.no_grad()
+def _descriptors(
+    model: Classifier, inputs: torch.Tensor, batch_size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    pooled, thumbs = [], []
+    for i in range(0, len(inputs), batch_size):
+        batch = inputs[i : i + batch_size]
+        pooled.append(model.forward_features(batch).mean(dim=(2, 3)))
+        thumbs.append(thumbnail(batch))
+    return torch.cat(pooled), torch.cat(thumbs)
+
+
+def _gaussian(x: torch.Tensor, labels: torch.Tensor, num_classes: int, val_x: torch.Tensor) -> GaussianModel:
+    data, y = x.double().numpy(), labels.numpy()
+    means = np.stack([data[y == c].mean(axis=0) for c in range(num_classes)])
+    # Ledoit-Wolf shrinkage: 1,280 features from a few thousand films make the raw covariance ill-conditioned.
+    covariance = LedoitWolf(assume_centered=True).fit(data - means[y]).covariance_
+    unscaled = GaussianModel(
+        torch.from_numpy(means).float(), torch.from_numpy(np.linalg.inv(covariance)).float(), scale=1.0
+    )
+    scale = float(torch.quantile(unscaled.distance(val_x).double(), VALIDATION_QUANTILE))
+    return GaussianModel(unscaled.class_means, unscaled.precision, scale)
+
+
+def fit_ood_statistics(
+    model: Classifier,
+    train_inputs: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_inputs: torch.Tensor,
+    num_classes: int,
+) -> tuple[OodStatistics, torch.Tensor]:
+    """Gaussians from training films, scales from validation films; returns the validation scores too."""
+    train_pooled, train_thumbs = _descriptors(model, train_inputs)
+    val_pooled, val_thumbs = _descriptors(model, val_inputs)
+    stats = OodStatistics(
+        features=_gaussian(train_pooled, train_labels, num_classes, val_pooled),
+        thumbnail=_gaussian(train_thumbs, train_labels, num_classes, val_thumbs),
+    )
+    val_scores = torch.maximum(stats.features.distance(val_pooled), stats.thumbnail.distance(val_thumbs))
+    return stats, val_scores
+
+
+def validation_threshold(scores: torch.Tensor) -> float:
+    return float(torch.quantile(scores.double(), VALIDATION_QUANTILE))
