@@ -24,7 +24,7 @@ NAME=cxr-pneumonia
 VERSION=$(date -u +%Y%m%dT%H%M%SZ)
 PORT="${CXR_PORT:-8000}"
 RUN_DIR="runs/${VERSION}-default"
-echo "== training the default model on $DATA (about 16 minutes on 2 CPU cores)"
+echo "== training the default model on $DATA (about 20 minutes on 2 CPU cores)"
 # shellcheck disable=SC2086  # TRAIN_ARGS is a list of flags
 "$BIN/python" -m training run --data "$DATA" --output-dir runs --run-name "${VERSION}-default" \
   --store models --name "$NAME" --version "$VERSION" ${TRAIN_ARGS:-}

@@ -37,10 +37,23 @@ class GlobalAvgPool(nn.Module):
         return fmap.mean(dim=(2, 3))
 
 
+class TappedFeatures(nn.Module):
+    """Image -> last convolutional map, and on request a mid-level map too (for the OOD score).
+
+    The tap reads modules already in the network, so state-dict keys do not depend on it.
+    """
+
+    def forward_with_tap(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_tap(x)[1]
+
+
 class Classifier(nn.Module):
     """``forward = head(features(adapter(image)))``; Grad-CAM's target layer is ``features``."""
 
-    def __init__(self, adapter: InputAdapter, features: nn.Module, head: nn.Sequential) -> None:
+    def __init__(self, adapter: InputAdapter, features: TappedFeatures, head: nn.Sequential) -> None:
         super().__init__()
         self.adapter = adapter
         self.features = features
@@ -49,6 +62,10 @@ class Classifier(nn.Module):
     def forward_features(self, image: torch.Tensor) -> torch.Tensor:
         fmap: torch.Tensor = self.features(self.adapter(image))
         return fmap
+
+    def forward_features_with_tap(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mid-level map, last convolutional map)."""
+        return self.features.forward_with_tap(self.adapter(image))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.head(self.forward_features(image))
@@ -61,14 +78,35 @@ class BuiltModel:
     weights: WeightsSource
 
 
-class _TimmFeatures(nn.Module):
-    def __init__(self, body: Any) -> None:
+class _TimmFeatures(TappedFeatures):
+    """timm EfficientNet's ``forward_features`` (stem, blocks, head conv), tapped after one block."""
+
+    def __init__(self, body: Any, tap_block: int) -> None:
         super().__init__()
         self.body = body
+        self.tap_block = tap_block
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.body.forward_features(x)
-        return out
+    def forward_with_tap(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        body = self.body
+        h = body.bn1(body.conv_stem(x))
+        mid = h
+        for index, block in enumerate(body.blocks):
+            h = block(h)
+            if index == self.tap_block:
+                mid = h
+        return mid, body.bn2(body.conv_head(h))
+
+
+class _TappedSequential(nn.Sequential, TappedFeatures):
+    """A plain Sequential (same state-dict keys) whose first stage's output is the tap."""
+
+    def forward_with_tap(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        stages = list(self)
+        mid = stages[0](x)
+        out = mid
+        for stage in stages[1:]:
+            out = stage(out)
+        return mid, out
 
 
 def _efficientnet_lite(variant: str) -> Callable[[int, str], BuiltModel]:
@@ -84,7 +122,8 @@ def _efficientnet_lite(variant: str) -> Callable[[int, str], BuiltModel]:
         head = nn.Sequential(GlobalAvgPool(), nn.Dropout(0.2), nn.Linear(width, num_classes))
         # TF EfficientNet-Lite checkpoints expect (x*255 - 127) / 128, i.e. mean 0.498, std 0.502.
         adapter = InputAdapter(channels=3, mean=127.0 / 255.0, std=128.0 / 255.0)
-        return BuiltModel(Classifier(adapter, _TimmFeatures(body), head), source)
+        # Block 4 (of 7) ends the 14x14, 112-channel stage: mid-level texture for the OOD score.
+        return BuiltModel(Classifier(adapter, _TimmFeatures(body, tap_block=4), head), source)
 
     return build
 
@@ -101,7 +140,7 @@ def _baseline_cnn(num_classes: int, weights: str) -> BuiltModel:
         )
 
     source = resolve_weights("baseline_cnn", weights)
-    features = nn.Sequential(block(1, 32), block(32, 64))
+    features = _TappedSequential(block(1, 32), block(32, 64))
     head = nn.Sequential(
         GlobalAvgPool(), nn.Linear(64, 64), nn.ReLU(), nn.Dropout(0.3), nn.Linear(64, num_classes)
     )

@@ -122,10 +122,10 @@ class ExportGraph(nn.Module):
         self.ood = ood
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        fmap = self.model.forward_features(image)
+        mid, fmap = self.model.forward_features_with_tap(image)
         logits, gradient = head_forward_and_gradient(self.model.head, fmap)
         probabilities = torch.softmax(logits / self.temperature, dim=1)
         cam = grad_cam(fmap, gradient)
         if self.ood is None:
             return probabilities, cam
-        return probabilities, cam, ood_score(image, fmap, self.ood)
+        return probabilities, cam, ood_score(image, mid, fmap, self.ood)

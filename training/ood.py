@@ -47,6 +47,7 @@ class GaussianModel:
 @dataclass(frozen=True)
 class OodStatistics:
     features: GaussianModel
+    mid_features: GaussianModel
     thumbnail: GaussianModel
 
 
@@ -54,23 +55,29 @@ def thumbnail(image: torch.Tensor) -> torch.Tensor:
     return F.adaptive_avg_pool2d(image, THUMBNAIL_SIDE).flatten(1)
 
 
-def ood_score(image: torch.Tensor, fmap: torch.Tensor, stats: OodStatistics) -> torch.Tensor:
-    return torch.maximum(
-        stats.features.distance(fmap.mean(dim=(2, 3))), stats.thumbnail.distance(thumbnail(image))
-    )
+def ood_score(
+    image: torch.Tensor, mid: torch.Tensor, fmap: torch.Tensor, stats: OodStatistics
+) -> torch.Tensor:
+    """[N]: the largest of the three scaled distances."""
+    content = stats.features.distance(fmap.mean(dim=(2, 3)))
+    texture = stats.mid_features.distance(mid.mean(dim=(2, 3)))
+    layout = stats.thumbnail.distance(thumbnail(image))
+    return torch.maximum(torch.maximum(content, texture), layout)
 
 
 @torch.no_grad()
-def _descriptors(
-    model: Classifier, inputs: torch.Tensor, batch_size: int = 64
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _descriptors(model: Classifier, inputs: torch.Tensor, batch_size: int = 64) -> list[torch.Tensor]:
+    """[pooled last-conv features, pooled mid-level features, thumbnails], one row per film."""
     model.eval()
-    pooled, thumbs = [], []
+    rows: list[list[torch.Tensor]] = [[], [], []]
     for i in range(0, len(inputs), batch_size):
         batch = inputs[i : i + batch_size]
-        pooled.append(model.forward_features(batch).mean(dim=(2, 3)))
-        thumbs.append(thumbnail(batch))
-    return torch.cat(pooled), torch.cat(thumbs)
+        mid, fmap = model.forward_features_with_tap(batch)
+        for row, value in zip(
+            rows, (fmap.mean(dim=(2, 3)), mid.mean(dim=(2, 3)), thumbnail(batch)), strict=True
+        ):
+            row.append(value)
+    return [torch.cat(row) for row in rows]
 
 
 def _gaussian(x: torch.Tensor, labels: torch.Tensor, num_classes: int, val_x: torch.Tensor) -> GaussianModel:
@@ -93,14 +100,11 @@ def fit_ood_statistics(
     num_classes: int,
 ) -> tuple[OodStatistics, torch.Tensor]:
     """Gaussians from training films, scales from validation films; returns the validation scores too."""
-    train_pooled, train_thumbs = _descriptors(model, train_inputs)
-    val_pooled, val_thumbs = _descriptors(model, val_inputs)
-    stats = OodStatistics(
-        features=_gaussian(train_pooled, train_labels, num_classes, val_pooled),
-        thumbnail=_gaussian(train_thumbs, train_labels, num_classes, val_thumbs),
-    )
-    val_scores = torch.maximum(stats.features.distance(val_pooled), stats.thumbnail.distance(val_thumbs))
-    return stats, val_scores
+    train, val = _descriptors(model, train_inputs), _descriptors(model, val_inputs)
+    gaussians = [_gaussian(t, train_labels, num_classes, v) for t, v in zip(train, val, strict=True)]
+    stats = OodStatistics(features=gaussians[0], mid_features=gaussians[1], thumbnail=gaussians[2])
+    distances = torch.stack([g.distance(v) for g, v in zip(gaussians, val, strict=True)])
+    return stats, distances.max(dim=0).values
 
 
 def validation_threshold(scores: torch.Tensor) -> float:

@@ -52,7 +52,9 @@ def write_split(run_dir: Path, split: Split, class_names: list[str]) -> None:
         writer.writerow(["split", "path", "label", "patient", "sha256"])
         for name, samples in (("train", split.train), ("validation", split.validation)):
             for s in samples:
-                writer.writerow([name, str(s.path), class_names[s.label], s.patient, s.content_sha256])
+                # Absolute, so export and reports work from any working directory.
+                path = str(s.path.resolve())
+                writer.writerow([name, path, class_names[s.label], s.patient, s.content_sha256])
 
 
 def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:

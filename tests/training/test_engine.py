@@ -37,6 +37,7 @@ def test_run_folder_holds_config_split_history_curves_and_a_plain_state_dict(tin
     by_split: dict[str, set[str]] = {"train": set(), "validation": set()}
     for row in rows:
         by_split[row["split"]].add(row["patient"])
+        assert Path(row["path"]).is_absolute() and Path(row["path"]).is_file()  # usable from any cwd
     assert by_split["train"].isdisjoint(by_split["validation"])
     summary = run_folder.read_summary(tiny_run_dir)
     assert summary.validation_metrics["auc"] is not None and summary.validation_metrics["auc"] >= 0.9
