@@ -1,14 +1,17 @@
 """Out-of-distribution score, computed inside the exported graph (output ``ood_score``).
 
-Two Gaussian models, each "Mahalanobis distance to the nearest class mean under one shared (tied)
+Three Gaussian models, each "Mahalanobis distance to the nearest class mean under one shared (tied)
 Ledoit-Wolf covariance", fitted on the training split:
 
 * on the pooled last-conv features (what the classifier sees): catches content unlike any film;
+* on the pooled mid-level features (the backbone's tap): catches textures and photographs whose
+  high-level features happen to land near a film's;
 * on a 16 x 16 thumbnail of the model input: catches layout - a rotated, flipped or cropped film has
   chest-like texture, which the pooled features are largely invariant to, but not a frontal layout.
 
-Each distance is divided by its own validation quantile, the score is the larger of the two, and the
-threshold is a quantile of that score on validation films, so a known share of real films is refused.
+Each distance is divided by its own validation quantile, the score is the largest of the three, and
+the threshold is a quantile of that score on validation films, so a known share of real films is
+refused.
 """
 
 from dataclasses import dataclass
@@ -18,17 +21,14 @@ import torch
 import torch.nn.functional as F
 from sklearn.covariance import LedoitWolf
 
-from service.contract.model_card import OOD_OUTPUT
 from training.backbones import Classifier
-
-__all__ = ["OOD_OUTPUT", "GaussianModel", "OodStatistics", "fit_ood_statistics", "ood_score"]
 
 VALIDATION_QUANTILE = 0.995  # reject ~0.5 % of real validation films, under the 1 % budget
 THUMBNAIL_SIDE = 16
 METHOD = (
-    "max of two Mahalanobis distances (nearest class mean, tied Ledoit-Wolf covariance, each scaled by "
-    f"its validation {VALIDATION_QUANTILE} quantile): pooled last-conv features, and the "
-    f"{THUMBNAIL_SIDE}x{THUMBNAIL_SIDE} input thumbnail"
+    "max of three Mahalanobis distances (nearest class mean, tied Ledoit-Wolf covariance, each scaled by "
+    f"its validation {VALIDATION_QUANTILE} quantile): pooled last-conv features, pooled mid-level "
+    f"features, and the {THUMBNAIL_SIDE}x{THUMBNAIL_SIDE} input thumbnail"
 )
 
 
@@ -36,7 +36,7 @@ METHOD = (
 class GaussianModel:
     class_means: torch.Tensor  # [C, K]
     precision: torch.Tensor  # [K, K]
-    scale: float  # the distance's validation quantile: makes the two distances comparable
+    scale: float  # the distance's validation quantile: makes the three distances comparable
 
     def distance(self, x: torch.Tensor) -> torch.Tensor:
         """[N, K] -> [N]: squared distance to the nearest class mean / scale. Plain ops: exports to ONNX."""
