@@ -29,9 +29,19 @@ echo "== training the default model on $DATA (about 20 minutes on 2 CPU cores)"
 "$BIN/python" -m training run --data "$DATA" --output-dir runs --run-name "${VERSION}-default" \
   --store models --name "$NAME" --version "$VERSION" ${TRAIN_ARGS:-}
 
+# The service requires an API key (CXR_AUTH=required is the default): mint one for this demo into
+# files only this user can read - the key file, as a mounted Kubernetes Secret would provide it, and
+# a header file for curl, so the key never shows in a process list.
+KEYS_FILE="$RUN_DIR/api_keys"
+HEADER_FILE="$RUN_DIR/auth_header"
+API_KEY=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(32))')
+(umask 077 && printf 'demo:%s:predict,metrics\n' "$API_KEY" > "$KEYS_FILE" \
+  && printf 'Authorization: Bearer %s\n' "$API_KEY" > "$HEADER_FILE")
+unset API_KEY
+
 echo "== starting the service on 127.0.0.1:$PORT with models/$NAME/$VERSION"
 env -u CXR_DATA CXR_MODEL_STORE=models CXR_MODEL_NAME="$NAME" CXR_MODEL_VERSION="$VERSION" \
-  CXR_PORT="$PORT" "$BIN/python" -m service > "$RUN_DIR/service.log" 2>&1 &
+  CXR_API_KEYS_FILE="$KEYS_FILE" CXR_PORT="$PORT" "$BIN/python" -m service > "$RUN_DIR/service.log" 2>&1 &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do
@@ -53,17 +63,18 @@ PY
 )
 for film in "${SAMPLES[@]}"; do
   echo "== POST $film"
-  curl -sf -F "file=@$film" "http://127.0.0.1:$PORT/v1/predict?overlay=false" | "$BIN/python" -m json.tool
+  curl -sf -H "@$HEADER_FILE" -F "file=@$film" "http://127.0.0.1:$PORT/v1/predict?overlay=false" \
+    | "$BIN/python" -m json.tool
 done
-curl -sf -F "file=@${SAMPLES[0]}" "http://127.0.0.1:$PORT/v1/predict" \
+curl -sf -H "@$HEADER_FILE" -F "file=@${SAMPLES[0]}" "http://127.0.0.1:$PORT/v1/predict" \
   | "$BIN/python" -c 'import base64,json,sys; r=json.load(sys.stdin); open(sys.argv[1],"wb").write(base64.b64decode(r["gradcam"]["png_base64"]))' \
     "$RUN_DIR/gradcam_example.png"
 echo "== Grad-CAM overlay of the first film saved to $RUN_DIR/gradcam_example.png"
 cat <<MSG
 
-The service is up. Classify any PNG, JPEG or DICOM chest film with:
-  curl -F "file=@${SAMPLES[0]}" "http://127.0.0.1:$PORT/v1/predict?overlay=false"
-Also: /v1/models  /healthz  /readyz  /metrics  /docs     (service log: $RUN_DIR/service.log)
+The service is up. Classify any PNG, JPEG or DICOM chest film with (API key: $KEYS_FILE):
+  curl -H @$HEADER_FILE -F "file=@${SAMPLES[0]}" "http://127.0.0.1:$PORT/v1/predict?overlay=false"
+Also: /v1/models  /metrics  /docs (with the key)  /healthz  /readyz     (service log: $RUN_DIR/service.log)
 MSG
 if [[ "${DEMO_SERVE:-1}" == "0" ]]; then exit 0; fi
 echo "Serving until Ctrl-C."

@@ -7,9 +7,13 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
+from service.access import AccessConfigError
+from service.audit import AuditKeyError
+from service.dependencies import context_of
+from service.drain import DrainingServer
 from service.logs import setup_logging
 from service.main import create_app
-from service.settings import Settings, unknown_cxr_variables
+from service.settings import Settings, is_loopback, unknown_cxr_variables
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +32,16 @@ def main() -> int:
     unknown = unknown_cxr_variables(os.environ)
     if unknown:  # names only: values are not logged
         logger.warning("ignoring unknown CXR_* environment variables", extra={"variables": unknown})
+    try:
+        app = create_app(settings)
+    except (AccessConfigError, AuditKeyError) as exc:
+        # Our own messages: paths and line numbers, never key material.
+        logger.critical("refusing to start: %s", exc)
+        return EXIT_BAD_SETTINGS
+    if not is_loopback(settings.host):
+        logger.warning("listening on a non-loopback address (CXR_HOST)", extra={"host": settings.host})
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,  # keep the JSON handlers installed above
@@ -38,7 +50,12 @@ def main() -> int:
         server_header=False,
         lifespan="on",  # a lifespan failure (bad model) must stop the process, not be ignored
     )
-    server = uvicorn.Server(config)
+    context = context_of(app)
+
+    def begin_drain() -> None:
+        context.draining = True
+
+    server = DrainingServer(config, settings.drain_seconds, on_drain=begin_drain)
     server.run()  # raises SystemExit(3) itself if the lifespan (model validation) fails
     if not server.started:
         logger.critical("server did not start")

@@ -10,6 +10,7 @@ from typing import Annotated, cast
 from anyio import CapacityLimiter
 from fastapi import Depends, FastAPI, Request
 
+from service.admission import Admission
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.runtime import ModelRuntime
@@ -21,7 +22,11 @@ class AppContext:
     settings: Settings
     metrics: Metrics
     runtime: ModelRuntime | None = None  # set by the lifespan once the model is validated and loaded
-    limiter: CapacityLimiter | None = None  # bounds concurrent decode + inference (memory, CPU)
+    limiter: CapacityLimiter | None = None  # worker threads decoding and drawing (memory, CPU)
+    admission: Admission | None = None  # slots + bounded queue for predictions, set by the lifespan
+    # Faults: set on SIGTERM (/readyz turns 503, requests are still served) and during a hot reload.
+    draining: bool = False
+    reloading: bool = False
 
 
 def context_of(app: FastAPI) -> AppContext:
@@ -49,6 +54,12 @@ def get_runtime(context: ContextDep) -> ModelRuntime:
     return context.runtime
 
 
+def get_admission(context: ContextDep) -> Admission:
+    if context.admission is None:
+        raise ServiceError("model_not_loaded", "The service is not started.", 503)
+    return context.admission
+
+
 def get_limiter(context: ContextDep) -> CapacityLimiter:
     if context.limiter is None:
         raise ServiceError("model_not_loaded", "The service is not started.", 503)
@@ -59,3 +70,4 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
 LimiterDep = Annotated[CapacityLimiter, Depends(get_limiter)]
+AdmissionDep = Annotated[Admission, Depends(get_admission)]

@@ -15,9 +15,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.contract import InputError
 from service.metrics import Metrics
+from service.runtime import InferenceError, ModelOutputError
 
 logger = logging.getLogger(__name__)
 
+INFERENCE_FAILED_BODY = {
+    "code": "inference_failed",
+    "detail": "The model could not process this film; the error was logged with the request id. "
+    "Other requests are not affected.",
+}
 INTERNAL_ERROR_BODY = {
     "code": "internal_error",
     "detail": "The server failed to process the request; the error was logged with the request id.",
@@ -36,11 +42,12 @@ _HTTP_CODES = {
 class ServiceError(Exception):
     """A non-input failure with a stable code, e.g. 503 while the model is not loaded."""
 
-    def __init__(self, code: str, detail: str, status: int) -> None:
+    def __init__(self, code: str, detail: str, status: int, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
         self.status = status
+        self.headers = dict(headers or {})  # e.g. Retry-After on 503
 
 
 def error_response(
@@ -65,7 +72,10 @@ def install_exception_handlers(app: FastAPI, metrics: Metrics) -> None:
         # The code is enough to act on; the detail may quote header values (modality...), so it is
         # returned to the uploader but not logged.
         logger.info("input rejected", extra={"code": exc.code, "status": exc.status})
-        return error_response(exc.code, exc.detail, exc.status)
+        # A body refused mid-stream leaves unread bytes on the connection: close it rather than let
+        # the client go on sending into a request that is already answered.
+        headers = {"Connection": "close"} if exc.status == 413 else None
+        return error_response(exc.code, exc.detail, exc.status, headers=headers)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -75,7 +85,7 @@ def install_exception_handlers(app: FastAPI, metrics: Metrics) -> None:
 
     async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServiceError)
-        return error_response(exc.code, exc.detail, exc.status)
+        return error_response(exc.code, exc.detail, exc.status, headers=exc.headers)
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -83,7 +93,17 @@ def install_exception_handlers(app: FastAPI, metrics: Metrics) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(code, detail, exc.status_code, headers=exc.headers)
 
+    async def on_inference_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, InferenceError)
+        kind = "output" if isinstance(exc, ModelOutputError) else "runtime"
+        metrics.inference_errors.labels(kind).inc()
+        # Type and frames only (service.logs drops messages): ORT's text is about tensors, but the
+        # policy is that no exception message reaches the log.
+        logger.error("inference failed", extra={"kind": kind}, exc_info=exc)
+        return JSONResponse(INFERENCE_FAILED_BODY, status_code=500)
+
     app.add_exception_handler(InputError, on_input_error)
+    app.add_exception_handler(InferenceError, on_inference_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(ServiceError, on_service_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -10,12 +10,18 @@ from contextlib import asynccontextmanager
 
 from anyio import CapacityLimiter
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from service import __version__
+from service.access import AccessGuard, AccessPolicy
+from service.admission import Admission
+from service.audit import UidHasher
+from service.cpus import available_cpus
 from service.dependencies import AppContext
 from service.errors import install_exception_handlers
 from service.metrics import Metrics
 from service.middleware import RequestObserver
+from service.reload import activate
 from service.routes import ALL_ROUTERS
 from service.runtime import ModelLoadError, ModelRuntime
 from service.settings import Settings
@@ -26,6 +32,9 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A ready-to-serve app; it loads and validates the model when the server starts it."""
     settings = settings if settings is not None else Settings()
+    # Both read their files now: a missing key file stops the process before it listens.
+    access = AccessPolicy.from_settings(settings)  # AccessConfigError
+    uid_hasher = UidHasher.from_file(settings.audit_hash_key_file)  # AuditKeyError
     metrics = Metrics()
     context = AppContext(settings=settings, metrics=metrics)
 
@@ -37,14 +46,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Our own message (paths, hashes, shapes): safe to log, and the operator needs it.
             logger.critical("refusing to start: %s", exc)
             raise
-        metrics.model_loaded(
-            runtime.card.name, runtime.card.version, runtime.sha256, runtime.provider, runtime.class_names
-        )
-        context.limiter = CapacityLimiter(settings.max_concurrent_predictions)
-        context.runtime = runtime
+        decode_threads = settings.decode_threads or available_cpus()
+        context.limiter = CapacityLimiter(decode_threads)
+        context.admission = Admission(settings.max_concurrent_predictions, settings.max_queued, metrics)
+        _log_access(access)
+        activate(context, runtime)
         logger.info(
             "ready",
-            extra={"execution_provider": runtime.provider, "max_upload_bytes": settings.max_upload_bytes},
+            extra={
+                "execution_provider": runtime.provider,
+                "intra_op_threads": runtime.intra_op_threads,
+                "decode_threads": decode_threads,
+                "max_batch_size": settings.max_batch_size,
+                "batch_wait_ms": settings.batch_wait_ms,
+                "max_concurrent_predictions": settings.max_concurrent_predictions,
+                "max_upload_bytes": settings.max_upload_bytes,
+            },
         )
         try:
             yield
@@ -62,5 +79,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_exception_handlers(app, metrics)
     for router in ALL_ROUTERS:
         app.include_router(router)
-    app.add_middleware(RequestObserver, metrics=metrics)
+    # Added first = runs inside: the observer sees (and audits) the guard's 401/403 answers too.
+    app.add_middleware(AccessGuard, policy=access, metrics=metrics)
+    known_paths = {
+        route.path for router in ALL_ROUTERS for route in router.routes if isinstance(route, APIRoute)
+    }
+    known_paths |= {url for url in (app.openapi_url, app.docs_url, app.redoc_url) if url}
+    app.add_middleware(RequestObserver, metrics=metrics, uid_hasher=uid_hasher, known_paths=known_paths)
     return app
+
+
+def _log_access(access: AccessPolicy) -> None:
+    if access.keys is None:
+        logger.warning(
+            "AUTHENTICATION DISABLED (CXR_AUTH=disabled): every route, predictions and admin included, "
+            "is open to anyone who can reach this port"
+        )
+        return
+    logger.info(
+        "API key authentication on",
+        extra={"key_ids": access.keys.key_ids, "metrics_open": access.metrics_open},
+    )

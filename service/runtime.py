@@ -2,14 +2,16 @@
 
 ``ModelRuntime.load`` refuses to return unless the model directory is internally consistent: the
 card parses, ``model.onnx`` hashes to the card's sha256, the graph's input/outputs match the card's
-pixel contract and class list, and a warm-up run produces outputs of the declared shapes. A model
-that passes is safe to serve; one that does not stops the process with a ``ModelLoadError`` that
-says what to fix. Nothing here depends on HTTP, so the same checks can run from a shell.
+pixel contract and class list, no tensor keeps its data outside the file, and a warm-up run produces
+outputs of the declared shapes. A model that passes is safe to serve; one that does not stops the
+process (or, on a hot reload, is refused while the old model keeps serving) with a ``ModelLoadError``
+that says what to fix. Nothing here depends on HTTP, so the same checks can run from a shell.
 """
 
 import hashlib
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from pydantic import ValidationError
 
+from service.batching import BatchPolicy, MicroBatcher
 from service.contract import (
     PREPROCESSING_VERSION,
     DecisionThreshold,
@@ -34,6 +37,8 @@ from service.contract.model_card import (
     ONNX_FILENAME,
     PROBABILITIES_OUTPUT,
 )
+from service.cpus import available_cpus
+from service.external_data import MalformedModelError, external_data_tensors
 from service.settings import LATEST, Settings
 
 logger = logging.getLogger(__name__)
@@ -47,7 +52,15 @@ class ModelLoadError(RuntimeError):
     """The configured model cannot be served; the message says which check failed and why."""
 
 
-class ModelOutputError(RuntimeError):
+class ModelNotFoundError(ModelLoadError):
+    """The requested model directory or version does not exist in the store."""
+
+
+class InferenceError(RuntimeError):
+    """ONNX Runtime failed on one film: a server fault for that request only, the session stays usable."""
+
+
+class ModelOutputError(InferenceError):
     """The model produced outputs that cannot be reported (wrong shape, NaN...): a server fault."""
 
 
@@ -57,19 +70,30 @@ class Inference:
 
     probabilities: npt.NDArray[np.float32]  # [C], finite, sums to 1
     cams: npt.NDArray[np.float32]  # [C, h, w], finite, non-negative
-    inference_ms: float
+    inference_ms: float  # the session.run that computed it, shared by the films of its batch
     ood_score: float | None = None  # only for models whose card declares an OOD detector
+    batch_size: int = 1  # films in that run (dynamic micro-batching)
 
 
-def resolve_model_dir(settings: Settings) -> Path:
-    """The version directory to load: ``model_dir`` if set, else ``model_store/name/version``."""
+def resolve_model_dir(settings: Settings, version: str | None = None) -> Path:
+    """The version directory to load: ``model_dir`` if set, else ``model_store/name/version``.
+
+    ``version`` (a hot reload's choice) replaces ``settings.model_version``; it is meaningless when
+    ``model_dir`` pins one directory, so asking for both is refused rather than half-honoured.
+    """
     if settings.model_dir is not None:
+        if version is not None:
+            raise ModelLoadError(
+                f"CXR_MODEL_DIR pins the model to {settings.model_dir}; a version cannot be chosen. "
+                "Reload without a version, or configure CXR_MODEL_STORE/CXR_MODEL_NAME instead."
+            )
         return settings.model_dir
     name_dir = settings.model_store / settings.model_name
-    if settings.model_version != LATEST:
-        return name_dir / settings.model_version
+    wanted = settings.model_version if version is None else version
+    if wanted != LATEST:
+        return name_dir / wanted
     if not name_dir.is_dir():
-        raise ModelLoadError(
+        raise ModelNotFoundError(
             f"Model store directory {name_dir} does not exist (CXR_MODEL_STORE={settings.model_store}, "
             f"CXR_MODEL_NAME={settings.model_name})."
         )
@@ -79,7 +103,7 @@ def resolve_model_dir(settings: Settings) -> Path:
         p.name for p in name_dir.iterdir() if not p.name.startswith(".") and (p / CARD_FILENAME).is_file()
     )
     if not versions:
-        raise ModelLoadError(f"No version directory containing {CARD_FILENAME} under {name_dir}.")
+        raise ModelNotFoundError(f"No version directory containing {CARD_FILENAME} under {name_dir}.")
     return name_dir / versions[-1]
 
 
@@ -192,21 +216,30 @@ class ModelRuntime:
         card: ModelCard,
         session: ort.InferenceSession,
         sha256: str,
+        *,
         threshold_override: float | None = None,
+        provider_fallback: str | None = None,
+        batch_policy: BatchPolicy | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.card = card
         self.sha256 = sha256
         self._session = session
         self.provider: str = session.get_providers()[0]
+        self.intra_op_threads = int(session.get_session_options().intra_op_num_threads)
+        # Why the provider in use is not the GPU that CXR_EXECUTION_PROVIDER=auto asked for; None when
+        # it is, or when the CPU was asked for. Reported by /readyz, /v1/models and /metrics.
+        self.provider_fallback = provider_fallback
         self.threshold = _operating_point(card, threshold_override)
         self._outputs = [PROBABILITIES_OUTPUT, CAM_OUTPUT] + ([card.ood.output_name] if card.ood else [])
+        self._batcher: MicroBatcher[Inference] = MicroBatcher(self.infer_batch, batch_policy or BatchPolicy())
 
     @classmethod
-    def load(cls, settings: Settings) -> "ModelRuntime":
-        model_dir = resolve_model_dir(settings)
+    def load(cls, settings: Settings, version: str | None = None) -> "ModelRuntime":
+        """Load and verify the configured model, or ``version`` of it from the store (hot reload)."""
+        model_dir = resolve_model_dir(settings, version)
         if not model_dir.is_dir():
-            raise ModelLoadError(f"Model directory {model_dir} does not exist.")
+            raise ModelNotFoundError(f"Model directory {model_dir} does not exist.")
         card = load_card(model_dir)
         onnx_path = model_dir / ONNX_FILENAME
         if not onnx_path.is_file():
@@ -219,7 +252,9 @@ class ModelRuntime:
                 f"{onnx_path} has sha256 {sha256} but {CARD_FILENAME} says {card.onnx_sha256}: the model "
                 "file was modified or does not belong to this card. Refusing to serve it."
             )
-        providers = select_providers(settings.execution_provider, ort.get_available_providers())
+        _refuse_external_data(model_bytes, onnx_path)
+        available = ort.get_available_providers()
+        providers = select_providers(settings.execution_provider, available)
         session = _create_session(model_bytes, providers, settings, onnx_path)
         in_use = session.get_providers()[0]
         if settings.execution_provider == "cuda" and in_use != CUDA:
@@ -227,10 +262,21 @@ class ModelRuntime:
                 f"CXR_EXECUTION_PROVIDER=cuda but ONNX Runtime fell back to {in_use} (CUDA/cuDNN libraries "
                 "missing or no GPU visible); fix the GPU setup or set CXR_EXECUTION_PROVIDER=cpu or auto."
             )
-        if providers[0] == CUDA and in_use != CUDA:
-            logger.warning("CUDA provider available but not usable; running on %s", in_use)
+        fallback = provider_fallback(settings.execution_provider, available, in_use)
+        if fallback is not None:
+            logger.warning("execution provider fell back to %s: %s", in_use, fallback)
         _check_graph(session, card, onnx_path)
-        runtime = cls(model_dir, card, session, sha256, settings.decision_threshold)
+        runtime = cls(
+            model_dir,
+            card,
+            session,
+            sha256,
+            threshold_override=settings.decision_threshold,
+            provider_fallback=fallback,
+            batch_policy=BatchPolicy(
+                max_batch=settings.max_batch_size, max_wait_s=settings.batch_wait_ms / 1000.0
+            ),
+        )
         runtime._warm_up(onnx_path)
         if settings.model_dir is None and card.name != settings.model_name:
             logger.warning(
@@ -244,19 +290,27 @@ class ModelRuntime:
                 "model_dir": str(model_dir),
                 "onnx_sha256": sha256,
                 "execution_provider": runtime.provider,
+                "provider_fallback": fallback,
                 "input_shape": [1, 1, card.pixel_contract.height, card.pixel_contract.width],
             },
         )
         return runtime
 
     def _warm_up(self, onnx_path: Path) -> None:
-        """One run on a blank film: allocates kernels and checks the real output shapes."""
+        """Runs on blank films, alone and as a full batch: allocates kernels for both and checks the
+        real output shapes, so the first requests are not the slow ones."""
         contract = self.card.pixel_contract
         blank = np.zeros((1, contract.height, contract.width), dtype=np.float32)
         try:
             self.infer(blank)
-        except ModelOutputError as exc:
-            raise ModelLoadError(f"{onnx_path}: warm-up inference failed: {exc}") from exc
+            max_batch = self._batcher.policy.max_batch
+            if max_batch > 1:
+                for result in self.infer_batch(np.stack([blank] * max_batch)):
+                    if isinstance(result, Exception):
+                        raise result
+        except InferenceError as exc:
+            cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ else ""
+            raise ModelLoadError(f"{onnx_path}: warm-up inference failed: {exc}{cause}") from exc
 
     @property
     def class_names(self) -> list[str]:
@@ -268,22 +322,61 @@ class ModelRuntime:
         return load_model_input(data, contract.height, contract.width, DecodeLimits(max_pixels=max_pixels))
 
     def infer(self, image: npt.NDArray[np.float32]) -> Inference:
-        """Run one preprocessed film ``[1, H, W]``. Thread-safe: ORT sessions allow concurrent runs."""
-        batch = np.ascontiguousarray(image[np.newaxis], dtype=np.float32)
-        start = time.perf_counter()
-        outputs = self._session.run(self._outputs, {self.card.pixel_contract.input_name: batch})
-        inference_ms = (time.perf_counter() - start) * 1000.0
-        return Inference(
-            probabilities=self._checked_probabilities(np.asarray(outputs[0])),
-            cams=self._checked_cams(np.asarray(outputs[1])),
-            inference_ms=inference_ms,
-            ood_score=self._checked_ood_score(np.asarray(outputs[2])) if len(outputs) > 2 else None,
-        )
+        """Run one preprocessed film ``[1, H, W]`` now, on the calling thread, unbatched."""
+        (result,) = self.infer_batch(image[np.newaxis])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    def _checked_ood_score(self, scores: npt.NDArray[Any]) -> float:
-        if scores.shape != (1,) or not np.isfinite(scores[0]):
-            raise ModelOutputError(f"ood_score has shape {scores.shape} or is not finite, expected (1,)")
-        return float(scores[0])
+    def submit(self, image: npt.NDArray[np.float32]) -> "Future[Inference]":
+        """Queue one preprocessed film ``[1, H, W]`` for the next micro-batch (see service.batching)."""
+        return self._batcher.submit(image)
+
+    def infer_batch(self, films: npt.NDArray[np.float32]) -> list["Inference | InferenceError"]:
+        """Run films ``[N, 1, H, W]`` in one ``session.run``: one ``Inference`` per film, or the
+        ``ModelOutputError`` of a film whose outputs fail their checks.
+
+        Raises ``InferenceError`` when ONNX Runtime fails or the outputs have the wrong shape: the
+        whole run is unusable, and the session stays usable. ORT sessions allow concurrent runs.
+        """
+        batch = np.ascontiguousarray(films, dtype=np.float32)
+        start = time.perf_counter()
+        try:
+            outputs = self._session.run(self._outputs, {self.card.pixel_contract.input_name: batch})
+        except Exception as exc:  # ORT raises its own Fail/RuntimeException/InvalidArgument types
+            raise InferenceError(f"ONNX Runtime run failed ({type(exc).__name__})") from exc
+        inference_ms = (time.perf_counter() - start) * 1000.0
+        n = len(batch)
+        probabilities = self._checked_shape(PROBABILITIES_OUTPUT, np.asarray(outputs[0]), n, 2)
+        cams = self._checked_shape(CAM_OUTPUT, np.asarray(outputs[1]), n, 4)
+        ood = self._checked_shape("ood_score", np.asarray(outputs[2]), n, 1) if len(outputs) > 2 else None
+        results: list[Inference | InferenceError] = []
+        for row in range(n):
+            try:
+                results.append(
+                    Inference(
+                        probabilities=self._checked_probabilities(probabilities[row]),
+                        cams=_cleaned_cams(cams[row]),
+                        inference_ms=inference_ms,
+                        ood_score=None if ood is None else _checked_ood_score(ood[row]),
+                        batch_size=n,
+                    )
+                )
+            except ModelOutputError as exc:
+                results.append(exc)
+        return results
+
+    def _checked_shape(self, name: str, values: npt.NDArray[Any], n: int, ndim: int) -> npt.NDArray[Any]:
+        n_classes = len(self.card.class_names)
+        expected = {2: f"({n}, {n_classes})", 4: f"({n}, {n_classes}, h, w)", 1: f"({n},)"}[ndim]
+        ok = values.ndim == ndim and values.shape[0] == n
+        if ndim > 1:
+            ok = ok and values.shape[1] == n_classes
+        if ndim == 4:
+            ok = ok and min(values.shape[2:]) >= 1
+        if not ok:
+            raise ModelOutputError(f"{name} has shape {values.shape}, expected {expected}")
+        return values
 
     def is_out_of_distribution(self, inference: Inference) -> bool:
         """True when the card has a detector and the film scores above its validated threshold."""
@@ -300,27 +393,14 @@ class ModelRuntime:
             return None
         return "urgent" if predicted_class == self.threshold.positive_class else "routine"
 
-    def _checked_probabilities(self, probabilities: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
-        n_classes = len(self.card.class_names)
-        if probabilities.shape != (1, n_classes):
-            raise ModelOutputError(
-                f"{PROBABILITIES_OUTPUT} has shape {probabilities.shape}, expected (1, {n_classes})"
-            )
-        row: npt.NDArray[np.float32] = probabilities[0].astype(np.float32)
-        if not np.all(np.isfinite(row)) or np.any(row < 0):
+    def _checked_probabilities(self, row: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        probabilities: npt.NDArray[np.float32] = row.astype(np.float32)
+        if not np.all(np.isfinite(probabilities)) or np.any(probabilities < 0):
             raise ModelOutputError(f"{PROBABILITIES_OUTPUT} is not a probability vector")
-        if abs(float(row.sum()) - 1.0) > _PROBABILITY_SUM_TOLERANCE:
-            raise ModelOutputError(f"{PROBABILITIES_OUTPUT} sums to {float(row.sum()):.4f}, not 1 (softmax?)")
-        return row
-
-    def _checked_cams(self, cams: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
-        n_classes = len(self.card.class_names)
-        if cams.ndim != 4 or cams.shape[:2] != (1, n_classes) or min(cams.shape[2:]) < 1:
-            raise ModelOutputError(f"{CAM_OUTPUT} has shape {cams.shape}, expected (1, {n_classes}, h, w)")
-        # A CAM is a display aid: non-finite or negative cells are drawn as "no evidence", not an error.
-        finite = np.nan_to_num(cams[0].astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        clipped: npt.NDArray[np.float32] = np.clip(finite, 0.0, None)
-        return clipped
+        total = float(probabilities.sum())
+        if abs(total - 1.0) > _PROBABILITY_SUM_TOLERANCE:
+            raise ModelOutputError(f"{PROBABILITIES_OUTPUT} sums to {total:.4f}, not 1 (softmax?)")
+        return probabilities
 
     def decide(self, probabilities: npt.NDArray[np.float32]) -> str:
         """``positive_class`` iff p(positive) >= threshold for a binary model with one, else argmax."""
@@ -334,6 +414,42 @@ class ModelRuntime:
                 return names[positive]
             return names[1 - positive]
         return names[int(np.argmax(probabilities))]
+
+
+def _checked_ood_score(score: npt.NDArray[Any]) -> float:
+    if not np.isfinite(score):
+        raise ModelOutputError("ood_score is not finite")
+    return float(score)
+
+
+def _cleaned_cams(cams: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    # A CAM is a display aid: non-finite or negative cells are drawn as "no evidence", not an error.
+    finite = np.nan_to_num(cams.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    clipped: npt.NDArray[np.float32] = np.clip(finite, 0.0, None)
+    return clipped
+
+
+def provider_fallback(requested: str, available: list[str], in_use: str) -> str | None:
+    """Why ``auto`` did not get the GPU, or None: never a silent fallback."""
+    if requested != "auto" or in_use == CUDA:
+        return None
+    if CUDA not in available:
+        return f"CXR_EXECUTION_PROVIDER=auto and this onnxruntime build has no {CUDA} (it offers {available})"
+    return f"{CUDA} is installed but could not be used (CUDA/cuDNN libraries missing or no GPU visible)"
+
+
+def _refuse_external_data(model_bytes: bytes, onnx_path: Path) -> None:
+    try:
+        external = external_data_tensors(model_bytes)
+    except MalformedModelError as exc:
+        raise ModelLoadError(f"{onnx_path} is not a well-formed ONNX protobuf ({exc}).") from exc
+    if external:
+        shown = ", ".join(repr(name) for name in external[:5]) + (", ..." if len(external) > 5 else "")
+        raise ModelLoadError(
+            f"{onnx_path}: {len(external)} tensor(s) keep their data outside the file ({shown}). "
+            "External data is not covered by the card's sha256, so it is refused; re-export with "
+            "the weights inside model.onnx (onnx.save_model(..., save_as_external_data=False))."
+        )
 
 
 def _operating_point(card: ModelCard, override: float | None) -> DecisionThreshold | None:
@@ -361,12 +477,16 @@ def _create_session(
     model_bytes: bytes, providers: list[str], settings: Settings, onnx_path: Path
 ) -> ort.InferenceSession:
     options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.intra_op_threads
-    # Requests are already parallel (one film each); a second level of parallelism only oversubscribes.
+    # ORT's default is one thread per core of the *host*: in a container limited to 2 CPUs on a
+    # 64-core node that is 64 threads fighting over 2 CPUs. Default to the CPUs this process may use.
+    options.intra_op_num_threads = settings.intra_op_threads or available_cpus()
+    # One batch runs at a time (service.batching) and the graph is a chain: inter-op threads would idle.
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # errors only: ORT writes straight to stderr, outside our log format
+    # Fatal only. ORT writes its messages straight to stderr, outside the JSON log format, and every
+    # error it would print there (a failed run, a model it cannot load) also reaches us as an exception.
+    options.log_severity_level = 4
     try:
         return ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises bare RuntimeError/Fail subclasses; all mean "not loadable"

@@ -81,6 +81,18 @@ class PredictionResponse(_Response):
     gradcam: GradCam | None = Field(description="Null when the request asked for overlay=false.")
 
 
+class ProviderFallback(_Response):
+    """A GPU was wanted (``auto``) but the CPU serves: said out loud, never silent."""
+
+    requested: str = Field(examples=["auto"])
+    reason: str
+
+    @classmethod
+    def from_reason(cls, reason: str | None) -> "ProviderFallback | None":
+        # Only ``auto`` can fall back: ``cuda`` refuses to start instead, ``cpu`` asked for the CPU.
+        return None if reason is None else cls(requested="auto", reason=reason)
+
+
 class ModelInfo(_Response):
     name: str
     version: str
@@ -94,6 +106,9 @@ class ModelInfo(_Response):
     majority_baseline: dict[str, float | None]
     onnx_sha256: str
     execution_provider: str
+    provider_fallback: ProviderFallback | None = Field(
+        None, description="Set when CXR_EXECUTION_PROVIDER=auto did not get CUDA; null otherwise."
+    )
 
 
 class Health(_Response):
@@ -104,3 +119,17 @@ class Readiness(_Response):
     status: str = Field(examples=["ready"])
     model: ModelRef
     execution_provider: str
+    provider_fallback: ProviderFallback | None = Field(
+        None, description="Set when CXR_EXECUTION_PROVIDER=auto did not get CUDA; null otherwise."
+    )
+
+
+class ReloadResult(_Response):
+    """A hot reload that succeeded: the model now serving new requests, and the one it replaced."""
+
+    status: Literal["reloaded"]
+    model: ModelRef
+    previous: ModelRef
+    onnx_sha256: str
+    execution_provider: str
+    provider_fallback: ProviderFallback | None

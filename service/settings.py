@@ -4,6 +4,7 @@ Every field is validated when the object is built, so a typo'd port or a negativ
 process before it binds a socket instead of surfacing on the first request.
 """
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ _PATH_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 ExecutionProvider = Literal["auto", "cuda", "cpu"]
+AuthMode = Literal["required", "disabled"]
 
 
 class Settings(BaseSettings):
@@ -48,14 +50,81 @@ class Settings(BaseSettings):
         description="Per-deployment override of the card's operating point (binary models only); "
         "reported in every response. Never settable per request.",
     )
-    execution_provider: ExecutionProvider = "auto"
+    execution_provider: ExecutionProvider = Field(
+        "auto",
+        description="auto = CUDA when usable, else CPU, reported as a fallback; cuda = refuse to start "
+        "without CUDA; cpu = CPU only.",
+    )
+    # Faults: shutdown drain (reload and provider policy need no settings of their own).
+    drain_seconds: float = Field(
+        5.0,
+        ge=0.0,
+        le=300.0,
+        description="After SIGTERM: seconds /readyz answers 503 while requests are still served, so the "
+        "load balancer stops routing here before the listener closes. Keep it, plus the longest "
+        "request, below Kubernetes' terminationGracePeriodSeconds.",
+    )
     intra_op_threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads; 0 = default.")
     max_concurrent_predictions: int = Field(
-        2,
+        16,
         ge=1,
-        le=64,
-        description="Predictions decoded/run at once; others wait. Bounds memory: one film can take "
-        "several hundred MB while decoding.",
+        le=256,
+        description="Predictions holding a slot (upload, decode, waiting for and running the model, "
+        "overlay); others queue. Bounds memory: each holds its upload and its decoded film. Keep it "
+        "at least max_batch_size, or batches never fill.",
+    )
+    decode_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Worker threads decoding films and drawing overlays at once (CPU-bound, and a "
+        "large film takes hundreds of MB while decoding); 0 = the CPUs this container may use.",
+    )
+    # Performance: dynamic micro-batching (service/batching.py).
+    max_batch_size: int = Field(
+        8, ge=1, le=256, description="Most films per ONNX Runtime run; 1 = no batching."
+    )
+    batch_wait_ms: float = Field(
+        2.0,
+        ge=0.0,
+        le=1000.0,
+        description="How long a batch that is not full waits for more films before it runs.",
+    )
+    # Access control, limits and audit (README "Access control, limits and audit").
+    max_queued: int = Field(
+        64,
+        ge=0,
+        le=1024,
+        description="Predictions allowed to wait for a slot before their body is read; beyond that "
+        "503 + Retry-After at once, so a burst never grows memory.",
+    )
+    request_timeout_s: float = Field(
+        30.0,
+        gt=0.0,
+        le=3600.0,
+        description="Deadline of one prediction: queue wait (503), upload (408), decode + inference (504).",
+    )
+    auth: AuthMode = Field(
+        "required",
+        description="required = an API key on every route but /healthz and /readyz; disabled = open "
+        "to anyone who reaches the port (warned about at start-up).",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="'<key_id>:<secret>[:<scope>,...]' per line (a mounted Secret); re-read when it "
+        "changes. Required unless CXR_AUTH=disabled.",
+    )
+    api_keys_reload_s: float = Field(
+        1.0, ge=0.0, le=300.0, description="How often, at most, the key file is checked for changes."
+    )
+    metrics_auth: AuthMode = Field(
+        "required",
+        description="disabled = /metrics open to anyone who reaches the port (in-cluster scrape); "
+        "required = a key with the 'metrics' scope.",
+    )
+    audit_hash_key_file: Path | None = Field(
+        None,
+        description="Secret for HMAC-SHA256 of SOP Instance UIDs in the audit log; plain SHA-256 without.",
     )
     host: str = Field("127.0.0.1", min_length=1, description="Bind address; loopback unless opened up.")
     port: int = Field(8000, ge=1, le=65535)
@@ -68,7 +137,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a plain directory name (letters, digits, '.', '_', '-')")
         return value
 
-    @field_validator("log_level", "execution_provider", mode="before")
+    @field_validator("log_level", "execution_provider", "auth", "metrics_auth", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
@@ -78,3 +147,13 @@ def unknown_cxr_variables(environ: Mapping[str, str]) -> list[str]:
     """Names of CXR_* variables that match no setting: usually a typo that would go unnoticed."""
     known = {f"CXR_{name.upper()}" for name in Settings.model_fields}
     return sorted(key for key in environ if key.upper().startswith("CXR_") and key.upper() not in known)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` keeps the service on this machine; anything else exposes it to a network."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface

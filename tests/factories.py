@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     UID,
+    DeflatedExplicitVRLittleEndian,
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
@@ -198,7 +199,7 @@ def animated_bytes(planes: Sequence[npt.NDArray[np.float64]], *, image_format: s
     return pillow_bytes(first, image_format, save_all=True, append_images=rest)
 
 
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
     crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
@@ -212,7 +213,7 @@ def png_claiming_size(width: int, height: int, *, bit_depth: int = 8, color_type
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 64)
     signature = b"\x89PNG\r\n\x1a\n"
-    return signature + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    return signature + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 
 def jpeg_claiming_size(width: int, height: int) -> bytes:
@@ -253,3 +254,26 @@ def encapsulated_dicom_bytes(ds: Dataset, frames: Sequence[bytes], transfer_synt
     ds["PixelData"].VR = "OB"
     ds.file_meta.TransferSyntaxUID = transfer_syntax
     return dicom_bytes(ds)
+
+
+def deflated_dicom_bytes(ds: Dataset, *, extra_zeros: int = 0) -> bytes:
+    """``ds`` as Deflated Explicit VR Little Endian, optionally followed by a private OB element of
+    ``extra_zeros`` zero bytes (a multiple of 1 MiB): a deflate bomb, compressed in 1 MiB steps so
+    the test never holds the inflated bytes."""
+    ds = copy.deepcopy(ds)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    plain = dicom_bytes(ds)
+    meta_end = 144 + struct.unpack_from("<I", plain, 140)[0]  # (0002,0000) counts the rest of group 2
+    body = zlib.decompress(plain[meta_end:], -zlib.MAX_WBITS)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [deflate.compress(body)]
+    if extra_zeros:
+        parts.append(deflate.compress(struct.pack("<HH2sHI", 0x0009, 0x1010, b"OB", 0, extra_zeros)))
+        parts += [deflate.compress(bytes(1 << 20)) for _ in range(extra_zeros >> 20)]
+    return plain[:meta_end] + b"".join(parts) + deflate.flush()
+
+
+def png_with_chunk(data: bytes, kind: bytes, payload: bytes) -> bytes:
+    """The PNG ``data`` with one more chunk (valid CRC) right after its IHDR."""
+    ihdr_end = 8 + 25  # signature, then IHDR: length, type, 13 bytes, CRC
+    return data[:ihdr_end] + png_chunk(kind, payload) + data[ihdr_end:]

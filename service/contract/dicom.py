@@ -5,7 +5,9 @@ because its warnings quote element values, and a malformed PatientName would the
 """
 
 import io
+import itertools
 import re
+import zlib
 
 import numpy as np
 import numpy.typing as npt
@@ -13,12 +15,18 @@ import pydicom
 import pydicom.config
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.filereader import read_dataset
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
+from pydicom.pixels.utils import get_expected_length
+from pydicom.tag import BaseTag
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, MediaStorageDirectoryStorage, RLELossless
 
+from service.contract.codestream import BOUNDED_OUTPUT, HEADER_CHECKED, JPEG_EOI, JPEG_FAMILY, frame_header
 from service.contract.decoded import DecodedImage, DecodeLimits, DicomInfo, check_pixel_budget
 from service.contract.errors import InputError
-from service.contract.sniff import SourceFormat
+from service.contract.sniff import DICOM_MAGIC, DICOM_MAGIC_OFFSET, SourceFormat
 
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
@@ -35,9 +43,28 @@ _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _PIXEL_DATA_TAG_LE = b"\xe0\x7f\x10\x00"  # (7FE0,0010) as little-endian group, element
 _CODE_STRING = re.compile(r"[A-Z0-9_ ]{1,16}")  # DICOM CS: safe to echo, unlike free text
+# PS3.10 lets the 128-byte preamble hold anything, so a valid DICOM file can also be a valid program
+# (CVE-2019-11687: PE malware that PACS and viewers read as a film). No film needs that: refused.
+_EXECUTABLE_SIGNATURES = {
+    b"MZ": "a Windows (PE) executable",
+    b"\x7fELF": "an ELF executable",
+    b"\xfe\xed\xfa\xce": "a Mach-O executable",
+    b"\xfe\xed\xfa\xcf": "a Mach-O executable",
+    b"\xce\xfa\xed\xfe": "a Mach-O executable",
+    b"\xcf\xfa\xed\xfe": "a Mach-O executable",
+    b"\xca\xfe\xba\xbe": "a Mach-O universal binary or Java class",
+    b"#!": "a script",
+}
+# pydicom inflates a Deflated Explicit VR dataset in one zlib call: a 300 KB upload became 600 MB.
+# The inflated size is measured first, against what the largest acceptable film could need.
+_INFLATED_BYTES_PER_PIXEL = 4  # 16-bit grey, 8-bit RGB or 32-bit float; a chest film needs no more
+_INFLATED_HEADER_ALLOWANCE = 1 << 20
+_INFLATE_CHUNK = 1 << 20
 
 
 def decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
+    _check_preamble(data[:DICOM_MAGIC_OFFSET])
+    _check_inflated_size(data, limits)
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
     except Exception as exc:  # hostile bytes raise struct.error, BytesLengthException, ... too
@@ -56,6 +83,7 @@ def decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
 
 def _check_acceptable(ds: Dataset, limits: DecodeLimits) -> DicomInfo:
     try:
+        _check_not_dicomdir(ds)
         if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
             raise InputError("no_pixel_data", "The DICOM object carries no image (no Pixel Data).", 422)
         modality = str(ds.get("Modality", "") or "").strip().upper() or None
@@ -79,6 +107,9 @@ def _check_acceptable(ds: Dataset, limits: DecodeLimits) -> DicomInfo:
                 422,
             )
         check_pixel_budget(int(ds.Columns), int(ds.Rows), limits)
+        transfer_syntax = UID(str(ds.file_meta.TransferSyntaxUID))
+        _check_native_length(ds, transfer_syntax)
+        _check_compressed_frame(ds, transfer_syntax)
         return DicomInfo(
             study_instance_uid=_uid(ds, "StudyInstanceUID"),
             sop_instance_uid=_uid(ds, "SOPInstanceUID"),
@@ -91,6 +122,122 @@ def _check_acceptable(ds: Dataset, limits: DecodeLimits) -> DicomInfo:
         raise
     except Exception as exc:  # includes NotImplementedError for a corrupted VR
         raise InputError("corrupt_dicom", "The DICOM image attributes are missing or invalid.") from exc
+
+
+def _check_preamble(preamble: bytes) -> None:
+    for signature, kind in _EXECUTABLE_SIGNATURES.items():
+        if preamble.startswith(signature):
+            raise InputError(
+                "executable_preamble",
+                f"The DICOM preamble makes this file {kind} as well as a DICOM object; such "
+                "polyglot files are refused. Re-export the film with a zeroed preamble.",
+                422,
+            )
+
+
+def _past_file_meta(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return tag >> 16 != 2
+
+
+def _check_inflated_size(data: bytes, limits: DecodeLimits) -> None:
+    """Refuse a deflated dataset that would inflate past what the pixel budget allows, in 1 MiB
+    steps that are counted and dropped, before pydicom inflates it whole."""
+    stream = io.BytesIO(data)
+    stream.seek(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))
+    try:
+        meta = read_dataset(stream, is_implicit_VR=False, is_little_endian=True, stop_when=_past_file_meta)
+        deflated = str(meta.get("TransferSyntaxUID", "")).strip("\0 ") == DeflatedExplicitVRLittleEndian
+    except Exception:  # a broken file meta is reported by the full parse that follows
+        return
+    if not deflated:
+        return
+    cap = limits.max_pixels * _INFLATED_BYTES_PER_PIXEL + _INFLATED_HEADER_ALLOWANCE
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending, inflated = data[stream.tell() :], 0
+    try:
+        while pending and not inflater.eof and inflated <= cap:
+            inflated += len(inflater.decompress(pending, _INFLATE_CHUNK))
+            pending = inflater.unconsumed_tail
+        if inflated <= cap:
+            inflated += len(inflater.flush())
+    except zlib.error as exc:
+        raise InputError("corrupt_dicom", "The deflated DICOM dataset is corrupt.") from exc
+    if inflated > cap:
+        raise InputError(
+            "decompressed_too_large",
+            f"The deflated DICOM dataset inflates to more than {cap} bytes, more than any image "
+            f"within the {limits.max_pixels}-pixel limit needs.",
+            422,
+        )
+
+
+def _check_not_dicomdir(ds: Dataset) -> None:
+    sop_classes = {str(ds.file_meta.get("MediaStorageSOPClassUID", "")), str(ds.get("SOPClassUID", ""))}
+    if MediaStorageDirectoryStorage in sop_classes:
+        raise InputError(
+            "dicomdir",
+            "This is a DICOMDIR (Media Storage Directory), the index of a DICOM file set, not an "
+            "image. Upload the film's own file, which the DICOMDIR lists.",
+            422,
+        )
+
+
+def _check_native_length(ds: Dataset, transfer_syntax: UID) -> None:
+    """Uncompressed pixel data must hold exactly the frame the header describes (plus one pad byte):
+    pydicom silently drops an excess, and a film whose Columns is wrong would then read sheared."""
+    if _is_encapsulated(transfer_syntax):
+        return
+    keyword = next(keyword for keyword in _PIXEL_KEYWORDS if keyword in ds)
+    expected = int(get_expected_length(ds, unit="bytes"))
+    actual = len(ds[keyword].value)
+    if actual not in (expected, expected + expected % 2):
+        raise InputError(
+            "corrupt_dicom",
+            f"The pixel data holds {actual} bytes; Rows, Columns, Samples per Pixel and Bits "
+            f"Allocated describe {expected}.",
+        )
+
+
+def _check_compressed_frame(ds: Dataset, transfer_syntax: UID) -> None:
+    """The one compressed frame must declare the size Rows and Columns do, before it is decoded:
+    the JPEG-family decoders allocate whatever the codestream claims."""
+    if not _is_encapsulated(transfer_syntax) or "PixelData" not in ds:
+        return
+    if transfer_syntax not in BOUNDED_OUTPUT:
+        # A decoder pydicom gains later (JPEG XL, deflated frames...) must first get a check here.
+        raise InputError(
+            "unsupported_transfer_syntax",
+            f"Pixel data in transfer syntax {_echo_uid(transfer_syntax)} is not accepted.",
+            422,
+        )
+    if transfer_syntax not in HEADER_CHECKED:
+        return
+    # Two at most: JPEG fragments without an offset table can hold more frames than announced.
+    frames = list(itertools.islice(generate_frames(ds.PixelData, number_of_frames=1), 2))
+    if len(frames) != 1:
+        raise InputError("corrupt_dicom", "The encapsulated pixel data does not hold exactly one frame.")
+    if transfer_syntax in JPEG_FAMILY and not frames[0].rstrip(b"\0").endswith(JPEG_EOI):
+        # A cut-off JPEG-LS scan kept CharLS busy for 6-12 s per 1 KB frame (found by fuzzing), and
+        # libjpeg quietly fills in what is missing: a frame without its end marker is not decoded.
+        raise InputError("corrupt_dicom", "The compressed frame is truncated (no end-of-image marker).")
+    header = frame_header(transfer_syntax, frames[0])
+    expected = (int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1) or 1))
+    if header is None:
+        raise InputError("corrupt_dicom", "The compressed frame has no readable header.")
+    if (header.rows, header.columns, header.components) != expected:
+        raise InputError(
+            "corrupt_dicom",
+            f"The compressed frame declares {header.columns}x{header.rows} pixels with "
+            f"{header.components} components; the DICOM header says {expected[1]}x{expected[0]} "
+            f"with {expected[2]}.",
+        )
+
+
+def _is_encapsulated(transfer_syntax: UID) -> bool:
+    try:
+        return bool(transfer_syntax.is_encapsulated)
+    except ValueError:  # not a transfer syntax pydicom knows: it cannot decode it either
+        return False
 
 
 def _decoder_available(transfer_syntax_uid: str) -> bool:
@@ -140,6 +287,11 @@ def _uid(ds: Dataset, keyword: str) -> str | None:
 
 
 def _pixels(ds: Dataset, info: DicomInfo) -> npt.NDArray[np.float32]:
+    if info.transfer_syntax_uid == RLELossless:
+        # pylibjpeg-rle decodes into a buffer of Rows x Columns. When it refuses a frame, pydicom
+        # falls back to its own decoder, which expands a whole segment first: replicate runs made a
+        # 4 MB upload cost 280 MB (found by fuzzing). No fallback, then.
+        ds.pixel_array_options(decoding_plugin="pylibjpeg")
     try:
         # pydicom >= 3 clears bits above BitsStored and sign-extends signed data.
         raw = np.asarray(ds.pixel_array)

@@ -31,7 +31,18 @@ def decode_raster(data: bytes, source_format: SourceFormat, limits: DecodeLimits
         raise
     except Image.DecompressionBombError as exc:
         raise InputError("too_many_pixels", f"The {name} image is too large to decode.", 422) from exc
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+    except ValueError as exc:
+        # Pillow inflates at most 1 MiB per zTXt/iTXt/iCCP chunk and 64 MiB of text in all, and says
+        # so only in its message; a well-formed file carrying such a bomb is not "corrupt".
+        if "MAX_TEXT" in str(exc):
+            raise InputError(
+                "decompressed_too_large",
+                f"The {name} file carries compressed text or colour-profile metadata that inflates "
+                "past the decoder's limit (1 MiB per chunk); strip the metadata and upload again.",
+                422,
+            ) from exc
+        raise InputError("corrupt_image", f"The {name} file is truncated or corrupt.") from exc
+    except (OSError, SyntaxError, EOFError, MemoryError) as exc:
         raise InputError("corrupt_image", f"The {name} file is truncated or corrupt.") from exc
     return DecodedImage(pixels=pixels, source_format=source_format)
 

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from service.dependencies import ContextDep, MetricsDep
-from service.schemas import ErrorResponse, Health, ModelRef, Readiness
+from service.schemas import ErrorResponse, Health, ModelRef, ProviderFallback, Readiness
 
 router = APIRouter(tags=["operations"])
 
@@ -17,17 +17,27 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses={503: {"model": ErrorResponse, "description": "No model loaded"}},
+    responses={503: {"model": ErrorResponse, "description": "No model loaded, or draining after SIGTERM"}},
     summary="Readiness: a validated model is loaded and can take predictions",
 )
 async def readyz(context: ContextDep) -> Readiness | JSONResponse:
     runtime = context.runtime
+    if context.draining:
+        # Requests are still served; this only tells the load balancer to send new work elsewhere.
+        return JSONResponse(
+            {
+                "code": "draining",
+                "detail": "Shutting down: requests are still served for now; send new work elsewhere.",
+            },
+            status_code=503,
+        )
     if runtime is None:
         return JSONResponse({"code": "not_ready", "detail": "The model is not loaded."}, status_code=503)
     return Readiness(
         status="ready",
         model=ModelRef(name=runtime.card.name, version=runtime.card.version),
         execution_provider=runtime.provider,
+        provider_fallback=ProviderFallback.from_reason(runtime.provider_fallback),
     )
 
 

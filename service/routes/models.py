@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 
 from service.dependencies import RuntimeDep
-from service.schemas import ErrorResponse, ModelInfo
+from service.schemas import ErrorResponse, ModelInfo, ProviderFallback
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
@@ -29,4 +29,5 @@ async def loaded_model(runtime: RuntimeDep) -> ModelInfo:
         majority_baseline=dict(card.majority_baseline),
         onnx_sha256=runtime.sha256,
         execution_provider=runtime.provider,
+        provider_fallback=ProviderFallback.from_reason(runtime.provider_fallback),
     )

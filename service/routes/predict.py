@@ -1,5 +1,6 @@
 """``POST /v1/predict``: one film in, class probabilities, decision and Grad-CAM overlay out."""
 
+import asyncio
 import base64
 import logging
 from dataclasses import dataclass
@@ -7,10 +8,13 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
+from anyio import CapacityLimiter
 from fastapi import APIRouter, Query, Request, Response
 
+from service.admission import Deadline, processing_timeout, upload_timeout
+from service.audit import current_audit
 from service.contract import DecodedImage, InputError
-from service.dependencies import LimiterDep, MetricsDep, RuntimeDep, SettingsDep
+from service.dependencies import AdmissionDep, LimiterDep, MetricsDep, RuntimeDep, SettingsDep
 from service.dicom_results import build_secondary_capture, build_structured_report
 from service.logs import request_id_var
 from service.overlay import render_overlay
@@ -25,6 +29,7 @@ from service.schemas import (
     PredictionResponse,
     Triage,
 )
+from service.settings import Settings
 from service.upload import FILE_FIELD, read_upload
 
 logger = logging.getLogger(__name__)
@@ -56,11 +61,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
         400: "Empty, corrupt or truncated file; malformed multipart body",
+        401: "No API key, or not a valid one (WWW-Authenticate: Bearer)",
+        403: "The API key lacks the 'predict' scope",
+        408: "The upload did not arrive within CXR_REQUEST_TIMEOUT_S",
         413: "Upload larger than CXR_MAX_UPLOAD_BYTES",
         415: "Not a PNG, JPEG or DICOM file",
-        422: "Missing 'file' part, a threshold query parameter, too many pixels, unsupported DICOM "
-        "(modality, body part, view, frames, no pixels...), out_of_distribution",
-        503: "No model loaded",
+        422: "Missing 'file' part, a threshold query parameter, too many pixels, a decompression bomb, "
+        "an animated image, unsupported DICOM (modality, body part, view, frames, no pixels, DICOMDIR, "
+        "executable preamble...), out_of_distribution",
+        503: "No model loaded; or overloaded (queue full, or the deadline passed while queued): "
+        "retry after Retry-After",
+        504: "Decoding and inference took longer than CXR_REQUEST_TIMEOUT_S",
     }.items()
 }
 
@@ -78,10 +89,29 @@ class _Analysis:
     overlay_png: bytes | None
 
 
-def _analyse(data: bytes, runtime: ModelRuntime, max_pixels: int, overlay_max_side: int | None) -> _Analysis:
-    """Decode, run and draw: CPU-bound, so it runs on a worker thread, never on the event loop."""
-    tensor, decoded = runtime.prepare(data, max_pixels)
-    inference = runtime.infer(tensor)
+async def _analyse(
+    data: bytes,
+    runtime: ModelRuntime,
+    settings: Settings,
+    overlay_max_side: int | None,
+    limiter: CapacityLimiter,
+) -> _Analysis:
+    """Decode and draw on worker threads (CPU-bound, never on the event loop); in between, the film
+    joins the next micro-batch, awaited without holding a thread."""
+    tensor, decoded = await anyio.to_thread.run_sync(
+        runtime.prepare, data, settings.max_pixels, limiter=limiter
+    )
+    # Cancelling this await (deadline) cancels the film's place in the queue if it has not run yet.
+    inference = await asyncio.wrap_future(runtime.submit(tensor))
+    return await anyio.to_thread.run_sync(
+        partial(_conclude, runtime, decoded, inference, overlay_max_side), limiter=limiter
+    )
+
+
+def _conclude(
+    runtime: ModelRuntime, decoded: DecodedImage, inference: Inference, overlay_max_side: int | None
+) -> _Analysis:
+    """Out-of-distribution check, decision and overlay for one film's model outputs."""
     if runtime.is_out_of_distribution(inference):
         assert runtime.card.ood is not None and inference.ood_score is not None
         raise InputError(
@@ -176,6 +206,7 @@ async def predict(
     settings: SettingsDep,
     metrics: MetricsDep,
     limiter: LimiterDep,
+    admission: AdmissionDep,
     overlay: Annotated[bool, Query(description="Include the Grad-CAM overlay PNG.")] = True,
     result: Annotated[
         ResultFormat | None,
@@ -189,19 +220,28 @@ async def predict(
 ) -> Any:
     _refuse_threshold_parameter(request)
     wanted = _result_format(result, request.headers.get("accept", ""))
-    data = await read_upload(request, settings.max_upload_bytes)
-    overlay_side = settings.overlay_max_side if overlay or wanted == "sc" else None
-    analysis = await anyio.to_thread.run_sync(
-        partial(_analyse, data, runtime, settings.max_pixels, overlay_side), limiter=limiter
-    )
+    audit = current_audit()
+    audit.model_name, audit.model_version = runtime.card.name, runtime.card.version
+    deadline = Deadline(settings.request_timeout_s, metrics)
+    # The slot is taken before the body is read: queued requests hold no upload and no film.
+    async with admission.slot(deadline):
+        with deadline.step("upload", upload_timeout):
+            data = await read_upload(request, settings.max_upload_bytes)
+        audit.note_upload(data)
+        overlay_side = settings.overlay_max_side if overlay or wanted == "sc" else None
+        with deadline.step("processing", processing_timeout):
+            analysis = await _analyse(data, runtime, settings, overlay_side, limiter)
+            if analysis.decoded.dicom is not None:
+                audit.sop_instance_uid = analysis.decoded.dicom.sop_instance_uid
+            dicom_body = None
+            if wanted != "json":
+                dicom_body = await anyio.to_thread.run_sync(
+                    partial(_dicom_result, wanted, data, runtime, analysis), limiter=limiter
+                )
+        del data  # the upload can be tens of MB; do not hold it while the response is serialised
     decoded, inference = analysis.decoded, analysis.inference
-    dicom_body = None
-    if wanted != "json":
-        dicom_body = await anyio.to_thread.run_sync(
-            partial(_dicom_result, wanted, data, runtime, analysis), limiter=limiter
-        )
-    del data  # the upload can be tens of MB; do not hold it while the response is serialised
     metrics.inference_duration.observe(inference.inference_ms / 1000.0)
+    metrics.inference_batch_size.observe(inference.batch_size)
     metrics.predictions.labels(analysis.predicted_class).inc()
     logger.info(
         "prediction",

@@ -11,7 +11,15 @@ from service.contract import ModelCard
 from service.contract.model_card import CARD_FILENAME
 from service.main import create_app
 from service.settings import Settings
-from tests.service.live import TEST_MAX_UPLOAD_BYTES, TEST_OVERLAY_MAX_SIDE, ThreadedServer
+from tests.service.live import (
+    AUTH_HEADERS,
+    TEST_API_KEY,
+    TEST_KEY_ID,
+    TEST_MAX_UPLOAD_BYTES,
+    TEST_OVERLAY_MAX_SIDE,
+    ThreadedServer,
+    write_api_keys,
+)
 
 
 @pytest.fixture(scope="session")
@@ -20,9 +28,17 @@ def card(tiny_model_dir: Path) -> ModelCard:
 
 
 @pytest.fixture(scope="session")
-def live_settings(tiny_model_dir: Path) -> Settings:
+def api_keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The key file every test server reads: the test key, with every scope."""
+    path = tmp_path_factory.mktemp("secrets") / "api_keys"
+    return write_api_keys(path, f"{TEST_KEY_ID}:{TEST_API_KEY}:predict,metrics,admin")
+
+
+@pytest.fixture(scope="session")
+def live_settings(tiny_model_dir: Path, api_keys_file: Path) -> Settings:
     return Settings(
         model_dir=tiny_model_dir,
+        api_keys_file=api_keys_file,
         max_upload_bytes=TEST_MAX_UPLOAD_BYTES,
         overlay_max_side=TEST_OVERLAY_MAX_SIDE,
         execution_provider="cpu",
@@ -37,7 +53,7 @@ def live_server(live_settings: Settings) -> Iterator[ThreadedServer]:
 
 @pytest.fixture(scope="session")
 def client(live_server: ThreadedServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live_server.url, timeout=30.0) as http:
+    with httpx.Client(base_url=live_server.url, timeout=30.0, headers=AUTH_HEADERS) as http:
         yield http
 
 

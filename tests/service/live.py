@@ -25,6 +25,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # enough for every test film; the overlay cap is below the test films' size so resizing is exercised.
 TEST_MAX_UPLOAD_BYTES = 256 * 1024
 TEST_OVERLAY_MAX_SIDE = 64
+# Test servers run with authentication on, as in production: the ``api_keys_file`` fixture holds
+# this key with every scope, and test clients send it.
+TEST_KEY_ID = "tests"
+TEST_API_KEY = "tests-all-scopes-9c4e7a1b5d3f"
+AUTH_HEADERS = {"Authorization": f"Bearer {TEST_API_KEY}"}
 _START_TIMEOUT_S = 60.0
 
 
@@ -66,6 +71,12 @@ class ThreadedServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def write_api_keys(path: Path, *lines: str) -> Path:
+    """A key file as an operator would mount it: one ``<key_id>:<secret>[:<scopes>]`` per line."""
+    path.write_text("# cxr-triage API keys\n" + "".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return path
 
 
 def free_port() -> int:
@@ -123,6 +134,19 @@ def post_file(
     return client.post(
         "/v1/predict", files={"file": (filename, data, "application/octet-stream")}, params=params
     )
+
+
+def metric_value(client: httpx.Client, name: str, **labels: str) -> float:
+    """One sample from ``GET /metrics`` (0.0 when absent); ``client`` must be allowed to scrape."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
 
 
 def _refuse_constant(name: str) -> object:

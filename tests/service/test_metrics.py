@@ -11,13 +11,15 @@ from service.contract import ModelCard
 from service.main import create_app
 from service.settings import Settings
 from tests.factories import chest_like, dicom_bytes, dicom_dataset, png_bytes
-from tests.service.live import ThreadedServer, post_file
+from tests.service.live import AUTH_HEADERS, ThreadedServer, post_file
 
 
 @pytest.fixture(scope="module")
-def metrics_client(tiny_model_dir: Path) -> Iterator[httpx.Client]:
-    app = create_app(Settings(model_dir=tiny_model_dir, execution_provider="cpu"))
-    with ThreadedServer(app) as server, httpx.Client(base_url=server.url) as client:
+def metrics_client(tiny_model_dir: Path, api_keys_file: Path) -> Iterator[httpx.Client]:
+    app = create_app(
+        Settings(model_dir=tiny_model_dir, execution_provider="cpu", api_keys_file=api_keys_file)
+    )
+    with ThreadedServer(app) as server, httpx.Client(base_url=server.url, headers=AUTH_HEADERS) as client:
         yield client
 
 

@@ -28,10 +28,10 @@ import httpx
 from service.main import create_app
 from service.settings import Settings
 from tests.factories import chest_like, dicom_bytes, dicom_dataset
-from tests.service.live import ThreadedServer, post_file
+from tests.service.live import AUTH_HEADERS, ThreadedServer, post_file
 
-app = create_app(Settings(model_dir=sys.argv[1], execution_provider="cpu"))
-with ThreadedServer(app) as server, httpx.Client(base_url=server.url) as client:
+app = create_app(Settings(model_dir=sys.argv[1], execution_provider="cpu", api_keys_file=sys.argv[2]))
+with ThreadedServer(app) as server, httpx.Client(base_url=server.url, headers=AUTH_HEADERS) as client:
     response = post_file(client, dicom_bytes(dicom_dataset(chest_like())))
     assert response.status_code == 200, response.text
     assert response.json()["gradcam"]["png_base64"]
@@ -41,9 +41,9 @@ print("served without torch")
 """
 
 
-def test_service_runs_with_torch_unimportable(tiny_model_dir: Path) -> None:
+def test_service_runs_with_torch_unimportable(tiny_model_dir: Path, api_keys_file: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tiny_model_dir)],
+        [sys.executable, "-c", SCRIPT, str(tiny_model_dir), str(api_keys_file)],
         cwd=REPO_ROOT,
         env=service_env(),
         capture_output=True,

@@ -28,7 +28,14 @@ from tests.factories import (
     dicom_bytes,
     dicom_dataset,
 )
-from tests.service.live import ThreadedServer, free_port, service_env, service_process
+from tests.service.live import (
+    AUTH_HEADERS,
+    TEST_API_KEY,
+    ThreadedServer,
+    free_port,
+    service_env,
+    service_process,
+)
 
 FILM = chest_like(96, 80, seed=11)
 PHI_FILENAME = f"{FAKE_PATIENT_NAME.replace('^', '_')}_{FAKE_PATIENT_ID}_{FAKE_BIRTH_DATE}.dcm"
@@ -90,14 +97,19 @@ def _uploads() -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def phi_run(
-    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    tiny_model_dir: Path, api_keys_file: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, list[str]]]:
     """(captured log text, response bodies) after every upload went through a real server process."""
     log_path = tmp_path_factory.mktemp("phi") / "service.log"
-    env = service_env(model_dir=str(tiny_model_dir), port=str(free_port()), log_level="debug")
+    env = service_env(
+        model_dir=str(tiny_model_dir),
+        port=str(free_port()),
+        log_level="debug",
+        api_keys_file=str(api_keys_file),
+    )
     bodies: list[str] = []
     with log_path.open("wb") as log, service_process(env, log) as url, httpx.Client(base_url=url) as client:
-        headers = {"X-Request-ID": FAKE_PATIENT_ID, "X-Patient": FAKE_PATIENT_NAME}
+        headers = {"X-Request-ID": FAKE_PATIENT_ID, "X-Patient": FAKE_PATIENT_NAME, **AUTH_HEADERS}
         for name, data in _uploads().items():
             response = client.post(
                 "/v1/predict",
@@ -107,8 +119,8 @@ def phi_run(
             )
             assert response.status_code < 500, (name, response.text)
             bodies.append(response.text)
-        bodies.append(client.get(f"/v1/patients/{FAKE_PATIENT_ID}").text)
-        bodies.append(client.get("/v1/models").text)
+        bodies.append(client.get(f"/v1/patients/{FAKE_PATIENT_ID}", headers=AUTH_HEADERS).text)
+        bodies.append(client.get("/v1/models", headers=AUTH_HEADERS).text)
     yield log_path.read_text(encoding="utf-8", errors="replace"), bodies
 
 
@@ -120,8 +132,8 @@ def test_no_phi_in_logs(phi_run: tuple[str, list[str]]) -> None:
     assert messages.count("prediction") == 4, logs
     assert messages.count("input rejected") == 5, logs
     assert "Application startup complete." in messages
-    leaked = [s for s in [*FORBIDDEN, PHI_FILENAME] if s.lower() in logs.lower()]
-    assert not leaked, f"PHI found in the logs: {leaked}"
+    leaked = [s for s in [*FORBIDDEN, PHI_FILENAME, TEST_API_KEY] if s.lower() in logs.lower()]
+    assert not leaked, f"PHI or key material found in the logs: {leaked}"
 
 
 def test_no_dicom_uids_in_logs(phi_run: tuple[str, list[str]]) -> None:
@@ -147,8 +159,12 @@ def test_no_phi_in_responses(phi_run: tuple[str, list[str]]) -> None:
     assert not leaked, f"PHI found in responses: {leaked}"
 
 
-def test_unexpected_exception_is_a_500_logged_without_its_message(tiny_model_dir: Path) -> None:
-    app = create_app(Settings(model_dir=tiny_model_dir, execution_provider="cpu"))
+def test_unexpected_exception_is_a_500_logged_without_its_message(
+    tiny_model_dir: Path, api_keys_file: Path
+) -> None:
+    app = create_app(
+        Settings(model_dir=tiny_model_dir, execution_provider="cpu", api_keys_file=api_keys_file)
+    )
 
     async def explode() -> None:
         raise RuntimeError(f"could not process film of {FAKE_PATIENT_NAME}")
@@ -161,7 +177,7 @@ def test_unexpected_exception_is_a_500_logged_without_its_message(tiny_model_dir
     root.addHandler(handler)
     try:
         with ThreadedServer(app) as server:
-            response = httpx.get(f"{server.url}/v1/explode")
+            response = httpx.get(f"{server.url}/v1/explode", headers=AUTH_HEADERS)
             assert httpx.get(f"{server.url}/healthz").status_code == 200
     finally:
         root.removeHandler(handler)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.settings import Settings, unknown_cxr_variables
+from service.settings import Settings, is_loopback, unknown_cxr_variables
 from tests.service.live import REPO_ROOT, service_env
 
 
@@ -31,6 +31,60 @@ def test_defaults_bind_loopback() -> None:
     assert settings.overlay_max_side == 512
     assert settings.execution_provider == "auto"
     assert settings.intra_op_threads == 0
+
+
+def test_defaults_are_closed_and_bounded() -> None:
+    settings = Settings()
+    assert (settings.auth, settings.metrics_auth, settings.api_keys_file) == ("required", "required", None)
+    assert (settings.max_concurrent_predictions, settings.max_queued, settings.request_timeout_s) == (
+        16,
+        64,
+        30.0,
+    )
+    assert (settings.max_batch_size, settings.batch_wait_ms, settings.decode_threads) == (8, 2.0, 0)
+    assert settings.max_batch_size <= settings.max_concurrent_predictions  # else batches never fill
+    assert settings.api_keys_reload_s == 1.0
+    assert settings.audit_hash_key_file is None
+
+
+def test_exposing_the_port_takes_an_explicit_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert is_loopback(Settings().host)
+    monkeypatch.setenv("CXR_HOST", "0.0.0.0")
+    assert Settings().host == "0.0.0.0"
+    assert not is_loopback(Settings().host)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.1.2.3", False),
+        ("cxr.internal", False),
+    ],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_access_and_limit_variables_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CXR_AUTH", "Disabled")
+    monkeypatch.setenv("CXR_METRICS_AUTH", "DISABLED")
+    monkeypatch.setenv("CXR_API_KEYS_FILE", str(tmp_path / "keys"))
+    monkeypatch.setenv("CXR_API_KEYS_RELOAD_S", "5")
+    monkeypatch.setenv("CXR_MAX_QUEUED", "0")
+    monkeypatch.setenv("CXR_REQUEST_TIMEOUT_S", "2.5")
+    monkeypatch.setenv("CXR_AUDIT_HASH_KEY_FILE", str(tmp_path / "uid_key"))
+    settings = Settings()
+    assert (settings.auth, settings.metrics_auth) == ("disabled", "disabled")
+    assert (settings.api_keys_file, settings.api_keys_reload_s) == (tmp_path / "keys", 5.0)
+    assert (settings.max_queued, settings.request_timeout_s) == (0, 2.5)
+    assert settings.audit_hash_key_file == tmp_path / "uid_key"
 
 
 def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -57,6 +111,11 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pat
         ("CXR_LOG_LEVEL", "verbose"),
         ("CXR_MODEL_VERSION", "../../etc"),
         ("CXR_MODEL_NAME", "a/b"),
+        ("CXR_AUTH", "off"),
+        ("CXR_METRICS_AUTH", "open"),
+        ("CXR_MAX_QUEUED", "-1"),
+        ("CXR_REQUEST_TIMEOUT_S", "0"),
+        ("CXR_API_KEYS_RELOAD_S", "-1"),
     ],
 )
 def test_bad_values_fail_fast(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
@@ -83,6 +142,30 @@ def test_the_command_exits_with_a_clear_message_on_bad_settings() -> None:
     assert result.returncode == 2
     assert "invalid CXR_* configuration" in result.stderr
     assert "port" in result.stderr
+
+
+@pytest.mark.parametrize("key_file", ["unset", "broken"])
+def test_the_command_refuses_to_start_without_usable_api_keys(tmp_path: Path, key_file: str) -> None:
+    env = service_env(port="8000")
+    if key_file == "broken":
+        (tmp_path / "keys").write_text("pacs:a-secret-that-is-long-enough\nris-key-without-a-secret\n")
+        env["CXR_API_KEYS_FILE"] = str(tmp_path / "keys")
+    result = subprocess.run(
+        [sys.executable, "-m", "service"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "refusing to start" in result.stderr and "CXR_API_KEYS_FILE" in result.stderr
+    if key_file == "broken":
+        assert "line 2" in result.stderr
+        assert "a-secret-that-is-long-enough" not in result.stderr and "ris-key" not in result.stderr
+    else:
+        assert "CXR_AUTH=disabled" in result.stderr
 
 
 def test_unknown_variables_are_reported_by_name() -> None:

@@ -11,7 +11,7 @@ import pytest
 from service.contract.model_card import CARD_FILENAME, ONNX_FILENAME
 from service.main import create_app
 from service.settings import Settings
-from tests.service.live import REPO_ROOT, ThreadedServer, free_port, service_env
+from tests.service.live import AUTH_HEADERS, REPO_ROOT, ThreadedServer, free_port, service_env
 
 
 def _tamper(model_dir: Path) -> None:
@@ -21,12 +21,12 @@ def _tamper(model_dir: Path) -> None:
     onnx_path.write_bytes(bytes(data))
 
 
-def test_tampered_model_stops_the_command_with_a_clear_message(model_copy: Path) -> None:
+def test_tampered_model_stops_the_command_with_a_clear_message(model_copy: Path, api_keys_file: Path) -> None:
     _tamper(model_copy)
     result = subprocess.run(
         [sys.executable, "-m", "service"],
         cwd=REPO_ROOT,
-        env=service_env(model_dir=str(model_copy), port=str(free_port())),
+        env=service_env(model_dir=str(model_copy), port=str(free_port()), api_keys_file=str(api_keys_file)),
         capture_output=True,
         text=True,
         timeout=60,
@@ -39,12 +39,14 @@ def test_tampered_model_stops_the_command_with_a_clear_message(model_copy: Path)
     assert "sha256" in critical[0]["msg"] and "Refusing to serve it" in critical[0]["msg"]
 
 
-def test_card_graph_mismatch_stops_the_app(model_copy: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_card_graph_mismatch_stops_the_app(
+    model_copy: Path, api_keys_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     card_path = model_copy / CARD_FILENAME
     card = json.loads(card_path.read_text())
     card["pixel_contract"]["height"] += 8
     card_path.write_text(json.dumps(card))
-    app = create_app(Settings(model_dir=model_copy, execution_provider="cpu"))
+    app = create_app(Settings(model_dir=model_copy, execution_provider="cpu", api_keys_file=api_keys_file))
     with (
         caplog.at_level(logging.CRITICAL, logger="service.main"),
         pytest.raises(RuntimeError, match="did not start"),
@@ -54,17 +56,19 @@ def test_card_graph_mismatch_stops_the_app(model_copy: Path, caplog: pytest.LogC
     assert any("refusing to start" in m and "pixel_contract" in m for m in messages), messages
 
 
-def test_not_ready_until_the_model_is_loaded(tiny_model_dir: Path) -> None:
+def test_not_ready_until_the_model_is_loaded(tiny_model_dir: Path, api_keys_file: Path) -> None:
     """An app whose lifespan has not run (no model yet): alive, but not ready, and says so."""
     import asyncio
 
     import httpx
 
-    app = create_app(Settings(model_dir=tiny_model_dir))
+    app = create_app(Settings(model_dir=tiny_model_dir, api_keys_file=api_keys_file))
 
     async def probe() -> dict[str, httpx.Response]:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://service", headers=AUTH_HEADERS
+        ) as client:
             return {
                 "healthz": await client.get("/healthz"),
                 "readyz": await client.get("/readyz"),

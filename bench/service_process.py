@@ -1,0 +1,114 @@
+"""The real service for a benchmark: ``python -m service`` as a child process, with an API key.
+
+Benchmarks measure what a deployment runs, so the service is started exactly as ``cxr-serve`` is,
+with authentication on (a throwaway key in a temporary key file) and its JSON log kept for the
+report. Memory is read from ``/proc/<pid>/status``: no psutil needed on Linux, where we measure.
+"""
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_START_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class ProcessSample:
+    rss_mb: float
+    threads: int
+    open_fds: int
+
+
+@dataclass(frozen=True)
+class RunningService:
+    url: str
+    pid: int
+    headers: Mapping[str, str]
+    log_path: Path
+
+    def sample(self) -> ProcessSample | None:
+        """Resident memory, threads and open file descriptors now; None where /proc is missing."""
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+            open_fds = sum(1 for _ in Path(f"/proc/{self.pid}/fd").iterdir())
+        except OSError:
+            return None
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        rss_kb = int(fields["VmRSS"].split()[0])
+        return ProcessSample(rss_mb=rss_kb / 1024.0, threads=int(fields["Threads"]), open_fds=open_fds)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_service(model_dir: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[RunningService]:
+    """Start the service on ``model_dir`` and yield once /readyz is 200; stop it afterwards."""
+    with tempfile.TemporaryDirectory(prefix="cxr-bench-") as scratch:
+        secret = secrets.token_urlsafe(32)
+        keys = Path(scratch) / "api-keys"
+        keys.write_text(f"bench:{secret}:predict,metrics\n")
+        port = _free_port()
+        env = {key: value for key, value in os.environ.items() if not key.startswith("CXR_")}
+        env.update(
+            {
+                "PYTHONPATH": str(REPO_ROOT),
+                "CXR_MODEL_DIR": str(model_dir.resolve()),
+                "CXR_PORT": str(port),
+                "CXR_API_KEYS_FILE": str(keys),
+                "CXR_DRAIN_SECONDS": "0",  # nothing routes here but us: stop at once when done
+                **(extra_env or {}),
+            }
+        )
+        log_path = Path(scratch) / "service.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "service"],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                url = f"http://127.0.0.1:{port}"
+                _wait_ready(process, url, log_path)
+                yield RunningService(url, process.pid, {"Authorization": f"Bearer {secret}"}, log_path)
+            finally:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def _wait_ready(process: "subprocess.Popen[bytes]", url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"python -m service exited with {process.returncode}:\n{log_path.read_text()[-4000:]}"
+            )
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("python -m service did not become ready")
+        time.sleep(0.1)
