@@ -36,12 +36,12 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import ValidationError
 
+from bench.films import film_paths
 from bench.service_process import REPO_ROOT, RunningService, running_service
 from service.runtime import ModelLoadError, resolve_model_dir
 from service.settings import Settings
 
 DEFAULT_FILMS = REPO_ROOT.parent / "shared" / "data" / "kermany224" / "train"
-FILM_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
 MIB = 1024 * 1024
 
 
@@ -76,10 +76,7 @@ class _Tally:
 
 def load_films(directory: Path, limit: int) -> tuple[bytes, ...]:
     """Up to ``limit`` films spread evenly over the sorted file list (every class represented)."""
-    paths = sorted(p for p in directory.rglob("*") if p.suffix.lower() in FILM_SUFFIXES and p.is_file())
-    if len(paths) > limit:
-        paths = [paths[round(i * (len(paths) - 1) / (limit - 1))] for i in range(limit)] if limit > 1 else []
-    return tuple(p.read_bytes() for p in paths)
+    return tuple(p.read_bytes() for p in film_paths(directory, limit))
 
 
 def run_soak(config: SoakConfig) -> dict[str, Any]:

@@ -36,7 +36,7 @@ R = TypeVar("R")
 @dataclass(frozen=True)
 class BatchPolicy:
     max_batch: int = 8  # 1 = no batching: one film per session.run
-    max_wait_s: float = 0.002
+    max_wait_s: float = 0.0
     idle_s: float = 5.0
 
 

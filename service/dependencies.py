@@ -33,34 +33,36 @@ def context_of(app: FastAPI) -> AppContext:
     return cast(AppContext, app.state.context)
 
 
-def get_context(request: Request) -> AppContext:
+# The getters are ``async def`` although they never await: FastAPI runs a plain ``def`` dependency on
+# a worker thread, which cost a thread hop per dependency per request (six per prediction).
+async def get_context(request: Request) -> AppContext:
     return context_of(request.app)
 
 
 ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
-def get_settings(context: ContextDep) -> Settings:
+async def get_settings(context: ContextDep) -> Settings:
     return context.settings
 
 
-def get_metrics(context: ContextDep) -> Metrics:
+async def get_metrics(context: ContextDep) -> Metrics:
     return context.metrics
 
 
-def get_runtime(context: ContextDep) -> ModelRuntime:
+async def get_runtime(context: ContextDep) -> ModelRuntime:
     if context.runtime is None:
         raise ServiceError("model_not_loaded", "The model is not loaded (starting up or shutting down).", 503)
     return context.runtime
 
 
-def get_admission(context: ContextDep) -> Admission:
+async def get_admission(context: ContextDep) -> Admission:
     if context.admission is None:
         raise ServiceError("model_not_loaded", "The service is not started.", 503)
     return context.admission
 
 
-def get_limiter(context: ContextDep) -> CapacityLimiter:
+async def get_limiter(context: ContextDep) -> CapacityLimiter:
     if context.limiter is None:
         raise ServiceError("model_not_loaded", "The service is not started.", 503)
     return context.limiter

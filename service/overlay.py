@@ -14,6 +14,7 @@ from PIL import Image
 
 from service.contract.preprocess import resize_plane, stretch_contrast
 
+OVERLAY_PNG_COMPRESS_LEVEL = 1
 DEFAULT_ALPHA = 0.5  # heat-map weight where the map peaks; it fades to 0 where the map is 0
 _EPSILON = 1e-12
 
@@ -41,19 +42,25 @@ def jet(values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return rgb
 
 
-def render_overlay(
-    film: npt.NDArray[np.float32],
-    cam: npt.NDArray[np.float32],
-    max_side: int,
-    alpha: float = DEFAULT_ALPHA,
-) -> tuple[bytes, int, int]:
-    """Blend ``cam`` ([h, w], raw) over ``film`` (decoded plane); returns (PNG bytes, width, height).
+def overlay_background(film: npt.NDArray[np.float32], max_side: int) -> npt.NDArray[np.float32]:
+    """The film shrunk to fit ``max_side`` and display-stretched to [0, 1]: all the overlay needs of it.
+
+    Computed as soon as the film is decoded, so the full-resolution plane can be freed while the
+    film waits for its batch.
+    """
+    height, width = overlay_size(film.shape[0], film.shape[1], max_side)
+    return stretch_contrast(resize_plane(film, height, width))
+
+
+def blend_overlay(
+    background: npt.NDArray[np.float32], cam: npt.NDArray[np.float32], alpha: float = DEFAULT_ALPHA
+) -> bytes:
+    """Blend ``cam`` ([h, w], raw) over ``background`` (from ``overlay_background``); PNG bytes.
 
     Opacity follows the map, so regions without evidence show the plain film: a uniform colour wash
     would hide the anatomy the radiologist needs to check the highlight against.
     """
-    height, width = overlay_size(film.shape[0], film.shape[1], max_side)
-    background = stretch_contrast(resize_plane(film, height, width))
+    height, width = background.shape
     heat = resize_plane(normalise_cam(cam), height, width)  # Pillow bilinear on the float map
     colours = jet(heat)
     gray = np.repeat(background[..., np.newaxis], 3, axis=2)
@@ -61,5 +68,18 @@ def render_overlay(
     blended = (1.0 - weight) * gray + weight * colours
     rgb = np.clip(np.rint(blended * 255.0), 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
-    return buffer.getvalue(), width, height
+    # zlib level 1: a 224-512 px overlay encodes in ~3 ms instead of ~13 ms at Pillow's default 6,
+    # for a file about 13% larger - the encode was the most expensive step of a default response.
+    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=OVERLAY_PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def render_overlay(
+    film: npt.NDArray[np.float32],
+    cam: npt.NDArray[np.float32],
+    max_side: int,
+    alpha: float = DEFAULT_ALPHA,
+) -> tuple[bytes, int, int]:
+    """Blend ``cam`` over ``film`` (decoded plane) in one step; returns (PNG bytes, width, height)."""
+    background = overlay_background(film, max_side)
+    return blend_overlay(background, cam, alpha), background.shape[1], background.shape[0]

@@ -23,6 +23,7 @@ from pydicom.uid import (
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
+    MediaStorageDirectoryStorage,
     generate_uid,
 )
 
@@ -277,3 +278,23 @@ def png_with_chunk(data: bytes, kind: bytes, payload: bytes) -> bytes:
     """The PNG ``data`` with one more chunk (valid CRC) right after its IHDR."""
     ihdr_end = 8 + 25  # signature, then IHDR: length, type, 13 bytes, CRC
     return data[:ihdr_end] + png_chunk(kind, payload) + data[ihdr_end:]
+
+
+def dicomdir_bytes() -> bytes:
+    """A DICOMDIR (a media index, not an image) whose one record names the fake patient."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MediaStorageDirectoryStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    directory = Dataset()
+    directory.file_meta = meta
+    directory.FileSetID = "XRAYS"
+    directory.FileSetConsistencyFlag = 0
+    record = Dataset()
+    record.DirectoryRecordType = "PATIENT"
+    record.PatientName = FAKE_PATIENT_NAME
+    record.PatientID = FAKE_PATIENT_ID
+    directory.DirectoryRecordSequence = [record]
+    buffer = io.BytesIO()
+    directory.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

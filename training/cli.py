@@ -1,4 +1,5 @@
-"""``python -m training {train,export,run}``: argument parsing only; the work is in the library."""
+"""``python -m training {train,export,run,ood-report,quantize}``: argument parsing only; the work is
+in the library."""
 
 import argparse
 import logging
@@ -61,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     report_parser.add_argument("--model", type=Path, required=True, help="models/<name>/<version>")
     report_parser.add_argument("--run", dest="run_dir", type=Path, required=True, help="its run folder")
     report_parser.add_argument("--out", type=Path, help="write the report as JSON here")
+    quantize_parser = commands.add_parser(
+        "quantize", help="publish an int8 version of an exported model, measured on validation"
+    )
+    quantize_parser.add_argument("--model", type=Path, required=True, help="models/<name>/<version> (fp32)")
+    quantize_parser.add_argument("--run", dest="run_dir", type=Path, required=True, help="its run folder")
+    quantize_parser.add_argument("--version", help="default: <source version>-int8")
     run_parser = commands.add_parser("run", help="train, then export the result")
     _add_train_arguments(run_parser)
     _add_export_arguments(run_parser, False)
@@ -81,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
             print(format_report(report))
             if args.out is not None:
                 write_report(report, args.out)
+            return 0
+        if args.command == "quantize":
+            from training.quantize import quantize_model
+
+            print(quantize_model(args.model, args.run_dir, args.version))
             return 0
         if args.command == "export":
             print(export_run(args.run_dir, args.store, args.name, args.version, args.ood))

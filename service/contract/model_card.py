@@ -70,6 +70,19 @@ class OodDetector(_Strict):
     validation_rejection_rate: float = Field(ge=0.0, le=1.0)
 
 
+class Quantisation(_Strict):
+    """How a quantised version was derived from its float source, and what that cost on validation."""
+
+    method: str
+    source_version: str
+    source_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    calibration_films: int = Field(gt=0, description="training-split films that set activation ranges")
+    source_validation_metrics: dict[str, float | None]
+    max_probability_difference: float = Field(ge=0.0, description="vs the source, on validation")
+    decision_agreement: float = Field(ge=0.0, le=1.0, description="share of validation films called alike")
+    cam_correlation: float = Field(description="mean Pearson r of the Grad-CAM maps vs the source")
+
+
 class ModelCard(_Strict):
     schema_version: Literal[1] = 1
     name: str
@@ -93,3 +106,4 @@ class ModelCard(_Strict):
     ood: OodDetector | None = None
     onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     opset: int
+    quantisation: Quantisation | None = Field(None, description="None = the float graph as exported")

@@ -8,16 +8,17 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
-from anyio import CapacityLimiter
+import numpy as np
+import numpy.typing as npt
 from fastapi import APIRouter, Query, Request, Response
 
 from service.admission import Deadline, processing_timeout, upload_timeout
 from service.audit import current_audit
-from service.contract import DecodedImage, InputError
+from service.contract import DicomInfo, InputError, SourceFormat
 from service.dependencies import AdmissionDep, LimiterDep, MetricsDep, RuntimeDep, SettingsDep
 from service.dicom_results import build_secondary_capture, build_structured_report
 from service.logs import request_id_var
-from service.overlay import render_overlay
+from service.overlay import blend_overlay, overlay_background
 from service.runtime import Inference, ModelRuntime
 from service.schemas import (
     DicomRef,
@@ -29,7 +30,6 @@ from service.schemas import (
     PredictionResponse,
     Triage,
 )
-from service.settings import Settings
 from service.upload import FILE_FIELD, read_upload
 
 logger = logging.getLogger(__name__)
@@ -81,36 +81,36 @@ DICOM_MEDIA_TYPE = "application/dicom"
 
 
 @dataclass(frozen=True)
+class _Film:
+    """What a prediction keeps of its upload once decoded: the model input, the overlay's background
+    (shrunk to ``CXR_OVERLAY_MAX_SIDE``) and the header facts for the answer. The full-resolution
+    plane is dropped here, so a film waiting for its batch holds kilobytes, not the whole film."""
+
+    tensor: npt.NDArray[np.float32]
+    source_format: SourceFormat
+    width: int
+    height: int
+    dicom: DicomInfo | None
+    overlay_background: npt.NDArray[np.float32] | None
+
+
+@dataclass(frozen=True)
 class _Analysis:
-    decoded: DecodedImage
+    film: _Film
     inference: Inference
     predicted_class: str
     overlay: GradCam | None
     overlay_png: bytes | None
 
 
-async def _analyse(
-    data: bytes,
-    runtime: ModelRuntime,
-    settings: Settings,
-    overlay_max_side: int | None,
-    limiter: CapacityLimiter,
-) -> _Analysis:
-    """Decode and draw on worker threads (CPU-bound, never on the event loop); in between, the film
-    joins the next micro-batch, awaited without holding a thread."""
-    tensor, decoded = await anyio.to_thread.run_sync(
-        runtime.prepare, data, settings.max_pixels, limiter=limiter
-    )
-    # Cancelling this await (deadline) cancels the film's place in the queue if it has not run yet.
-    inference = await asyncio.wrap_future(runtime.submit(tensor))
-    return await anyio.to_thread.run_sync(
-        partial(_conclude, runtime, decoded, inference, overlay_max_side), limiter=limiter
-    )
+def _prepare(data: bytes, runtime: ModelRuntime, max_pixels: int, overlay_max_side: int | None) -> _Film:
+    """Decode and preprocess (CPU-bound: runs on a worker thread, never on the event loop)."""
+    tensor, decoded = runtime.prepare(data, max_pixels)
+    background = None if overlay_max_side is None else overlay_background(decoded.pixels, overlay_max_side)
+    return _Film(tensor, decoded.source_format, decoded.width, decoded.height, decoded.dicom, background)
 
 
-def _conclude(
-    runtime: ModelRuntime, decoded: DecodedImage, inference: Inference, overlay_max_side: int | None
-) -> _Analysis:
+def _conclude(runtime: ModelRuntime, film: _Film, inference: Inference) -> _Analysis:
     """Out-of-distribution check, decision and overlay for one film's model outputs."""
     if runtime.is_out_of_distribution(inference):
         assert runtime.card.ood is not None and inference.ood_score is not None
@@ -123,13 +123,13 @@ def _conclude(
         )
     predicted = runtime.decide(inference.probabilities)
     gradcam, png = None, None
-    if overlay_max_side is not None:
-        cam = inference.cams[runtime.class_names.index(predicted)]
-        png, width, height = render_overlay(decoded.pixels, cam, overlay_max_side)
+    if film.overlay_background is not None:
+        png = blend_overlay(film.overlay_background, inference.cams[runtime.class_names.index(predicted)])
+        height, width = film.overlay_background.shape
         gradcam = GradCam(
             class_name=predicted, width=width, height=height, png_base64=base64.b64encode(png).decode("ascii")
         )
-    return _Analysis(decoded, inference, predicted, gradcam, png)
+    return _Analysis(film, inference, predicted, gradcam, png)
 
 
 def _dicom_result(result: ResultFormat, source: bytes, runtime: ModelRuntime, analysis: _Analysis) -> bytes:
@@ -230,25 +230,36 @@ async def predict(
         audit.note_upload(data)
         overlay_side = settings.overlay_max_side if overlay or wanted == "sc" else None
         with deadline.step("processing", processing_timeout):
-            analysis = await _analyse(data, runtime, settings, overlay_side, limiter)
-            if analysis.decoded.dicom is not None:
-                audit.sop_instance_uid = analysis.decoded.dicom.sop_instance_uid
+            film = await anyio.to_thread.run_sync(
+                partial(_prepare, data, runtime, settings.max_pixels, overlay_side), limiter=limiter
+            )
+            # The upload can be tens of MB: only a DICOM result, built from its header, still needs it.
+            source = data if wanted != "json" else None
+            del data
+            if film.dicom is not None:
+                audit.sop_instance_uid = film.dicom.sop_instance_uid
+            # The film joins the next micro-batch, awaited without holding a thread. Cancelling this
+            # await (the deadline) withdraws it from the queue if its batch has not started.
+            inference = await asyncio.wrap_future(runtime.submit(film.tensor))
+            analysis = await anyio.to_thread.run_sync(
+                partial(_conclude, runtime, film, inference), limiter=limiter
+            )
             dicom_body = None
-            if wanted != "json":
+            if source is not None:
                 dicom_body = await anyio.to_thread.run_sync(
-                    partial(_dicom_result, wanted, data, runtime, analysis), limiter=limiter
+                    partial(_dicom_result, wanted, source, runtime, analysis), limiter=limiter
                 )
-        del data  # the upload can be tens of MB; do not hold it while the response is serialised
-    decoded, inference = analysis.decoded, analysis.inference
+                del source
+    inference = analysis.inference
     metrics.inference_duration.observe(inference.inference_ms / 1000.0)
     metrics.inference_batch_size.observe(inference.batch_size)
     metrics.predictions.labels(analysis.predicted_class).inc()
     logger.info(
         "prediction",
         extra={
-            "source_format": decoded.source_format.value,
-            "image_width": decoded.width,
-            "image_height": decoded.height,
+            "source_format": film.source_format.value,
+            "image_width": film.width,
+            "image_height": film.height,
             "predicted_class": analysis.predicted_class,
             "inference_ms": round(inference.inference_ms, 3),
         },
@@ -259,7 +270,7 @@ async def predict(
             media_type=DICOM_MEDIA_TYPE,
             headers={"Content-Disposition": f'attachment; filename="cxr-triage-{wanted}.dcm"'},
         )
-    dicom = decoded.dicom
+    dicom = film.dicom
     return PredictionResponse(
         request_id=request_id_var.get() or "",
         model=ModelRef(name=runtime.card.name, version=runtime.card.version),
@@ -272,7 +283,7 @@ async def predict(
         out_of_distribution=None
         if runtime.card.ood is None or inference.ood_score is None
         else OutOfDistribution(score=inference.ood_score, threshold=runtime.card.ood.threshold),
-        image=ImageInfo(source_format=decoded.source_format, width=decoded.width, height=decoded.height),
+        image=ImageInfo(source_format=film.source_format, width=film.width, height=film.height),
         dicom=None
         if dicom is None
         else DicomRef(study_instance_uid=dicom.study_instance_uid, sop_instance_uid=dicom.sop_instance_uid),

@@ -25,15 +25,12 @@ import numpy.typing as npt
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import (
-    ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLSLossless,
-    MediaStorageDirectoryStorage,
     RLELossless,
-    generate_uid,
 )
 
 from service.contract.sniff import DICOM_MAGIC_OFFSET, PNG_MAGIC
@@ -47,6 +44,7 @@ from tests.factories import (
     dicom_bytes,
     dicom_dataset,
     dicom_element_offset,
+    dicomdir_bytes,
     encapsulated_dicom_bytes,
     exif_bytes,
     gray_image,
@@ -222,25 +220,6 @@ def non_chest() -> bytes:
     return dicom_bytes(dataset)
 
 
-def dicomdir() -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MediaStorageDirectoryStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    directory = Dataset()
-    directory.file_meta = meta
-    directory.FileSetID = "XRAYS"
-    directory.FileSetConsistencyFlag = 0
-    record = Dataset()
-    record.DirectoryRecordType = "PATIENT"
-    record.PatientName = FAKE_PATIENT_NAME
-    record.PatientID = FAKE_PATIENT_ID
-    directory.DirectoryRecordSequence = [record]
-    buffer = io.BytesIO()
-    directory.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
 def _small_8bit() -> Dataset:
     return dicom_dataset(chest_like(40, 32, seed=3), bits_stored=8, bits_allocated=8)
 
@@ -358,7 +337,7 @@ REFUSALS: dict[str, Refusal] = {
     "dicom-without-preamble": Refusal(dicom_without_preamble, 415, "unsupported_format", "application/dicom"),
     "dicom-pe-polyglot": Refusal(lambda: with_preamble(PE_PREAMBLE), 422, "executable_preamble"),
     "dicom-elf-polyglot": Refusal(lambda: with_preamble(ELF_PREAMBLE), 422, "executable_preamble"),
-    "dicomdir": Refusal(dicomdir, 422, "dicomdir", "application/dicom"),
+    "dicomdir": Refusal(dicomdir_bytes, 422, "dicomdir", "application/dicom"),
     # Lengths that lie.
     "dicom-pixel-data-length-4gb": Refusal(
         lambda: patched_length(PIXEL_DATA_TAG, 8, "<I", 0xFFFFFFF0), 400, "corrupt_dicom"

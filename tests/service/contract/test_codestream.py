@@ -16,17 +16,14 @@ import numpy.typing as npt
 import pytest
 from openjpeg.utils import encode as encode_j2k
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.pixels.decoders import rle as pydicom_rle
 from pydicom.uid import (
     UID,
-    ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLSLossless,
-    MediaStorageDirectoryStorage,
     RLELossless,
-    generate_uid,
 )
 
 from service.contract import DecodeLimits, InputError, decode_image
@@ -36,6 +33,7 @@ from tests.factories import (
     deflated_dicom_bytes,
     dicom_bytes,
     dicom_dataset,
+    dicomdir_bytes,
     encapsulated_dicom_bytes,
     pillow_bytes,
     png_bytes,
@@ -283,17 +281,7 @@ def test_other_preambles_are_accepted(preamble: bytes) -> None:
 
 
 def test_dicomdir_is_refused_with_its_own_code() -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MediaStorageDirectoryStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    directory = Dataset()
-    directory.file_meta = meta
-    directory.FileSetID = "FILMS"
-    directory.DirectoryRecordSequence = []
-    buffer = io.BytesIO()
-    directory.save_as(buffer, enforce_file_format=True)
-    error = _error(buffer.getvalue())
+    error = _error(dicomdir_bytes())
     assert (error.code, error.status) == ("dicomdir", 422)
 
 

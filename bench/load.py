@@ -1,0 +1,382 @@
+"""End to end: the real service under HTTP load, beside the raw ONNX Runtime ceiling, in one run.
+
+    python -m bench.load --model models/cxr-pneumonia/5 --out reports/bench/load
+
+For each service mode (dynamic batching as configured by default, and no batching), the service runs
+as ``python -m service`` (authentication on, as deployed) and a lean keep-alive load generator
+(``bench.http_load``) posts real films at each concurrency, for each kind of film:
+- ``png-224``: Kermany films as shipped, 224 px PNG;
+- ``png-full`` and ``dicom-full``: the same films upsampled to 2048 x 2048, as 8-bit PNG and as
+  12-bit uncompressed DICOM (``bench.films``).
+
+Each cell gives throughput, latency p50/p95/p99 of the 200s, errors (5xx and transport failures),
+refusals by code, the mean batch the service formed (from its own metrics), and the service's peak
+resident memory; the service's memory at rest is taken after start-up. The raw ceiling (session.run
+on preprocessed tensors, same model, batch 1, 8, 32) is timed before and after the service runs, and
+the ratios - the figures that matter on a shared, noisy machine - are computed against its mean.
+
+Responses are requested with ``overlay=false`` so the ratio to the ceiling measures the serving
+path; the overlay's extra cost is one more cell (``png-224+overlay`` at concurrency 8).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+
+from bench.ceiling import Variant, session, time_variants
+from bench.films import RASTER_SUFFIXES, film_paths, full_size_dicom, full_size_png
+from bench.http_load import LoadResult, drive, predict_request
+from bench.service_process import REPO_ROOT, RunningService, running_service
+from service.contract import ModelCard, load_model_input
+from service.contract.model_card import CARD_FILENAME, ONNX_FILENAME
+
+DEFAULT_FILMS = REPO_ROOT.parent / "shared" / "data" / "kermany224" / "train"
+KINDS = ("png-224", "png-full", "dicom-full")
+OVERLAY_KIND = "png-224+overlay"
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    env: dict[str, str]
+
+
+DEFAULT_MODES = (Mode("batched", {}), Mode("unbatched", {"CXR_MAX_BATCH_SIZE": "1"}))
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    model_dir: Path
+    films_dir: Path
+    concurrencies: tuple[int, ...] = (1, 8, 32)
+    kinds: tuple[str, ...] = KINDS
+    modes: tuple[Mode, ...] = DEFAULT_MODES
+    seconds: float = 15.0
+    warmup_s: float = 3.0
+    max_films: int = 64
+    full_size_films: int = 8
+    ceiling_seconds: float = 5.0
+    overlay_cell: bool = True
+
+
+def build_films(config: LoadConfig) -> dict[str, list[bytes]]:
+    paths = film_paths(config.films_dir, config.max_films, RASTER_SUFFIXES)  # Pillow upsamples them
+    if not paths:
+        raise FileNotFoundError(f"no films under {config.films_dir}")
+    small = [p.read_bytes() for p in paths]
+    full = small[: config.full_size_films]
+    films = {"png-224": small}
+    if "png-full" in config.kinds:
+        films["png-full"] = [full_size_png(f) for f in full]
+    if "dicom-full" in config.kinds:
+        films["dicom-full"] = [full_size_dicom(f) for f in full]
+    return {kind: films[kind] for kind in config.kinds}
+
+
+def measure_ceiling(
+    model_dir: Path, films: list[bytes], batches: tuple[int, ...], seconds: float
+) -> dict[str, Any]:
+    """session.run images/s of the full graph on preprocessed films, threads as the service sets them."""
+    from service.cpus import available_cpus
+
+    card = ModelCard.model_validate_json((model_dir / CARD_FILENAME).read_text())
+    contract = card.pixel_contract
+    tensors = [load_model_input(f, contract.height, contract.width)[0] for f in films]
+    batch = np.stack([tensors[i % len(tensors)] for i in range(max(batches))])
+    model = session(model_dir / ONNX_FILENAME, available_cpus())
+    variants = [Variant(f"b{b}", b, partial(model.run, None, {"image": batch[:b]})) for b in batches]
+    return time_variants(variants, seconds, rounds=3)
+
+
+def run_load(config: LoadConfig) -> dict[str, Any]:
+    films = build_films(config)
+    batches = tuple(sorted({1, 8, 32, *config.concurrencies}))
+    started = datetime.now(UTC)
+    ceiling_before = measure_ceiling(
+        config.model_dir, films[config.kinds[0]], batches, config.ceiling_seconds
+    )
+    cells: list[dict[str, Any]] = []
+    services: dict[str, Any] = {}
+    with ExitStack() as stack:
+        # Every mode's service is up at once and the modes take turns on each cell, so a noisy
+        # neighbour slows them alike and batched / unbatched stays a fair ratio.
+        running = {
+            m.name: stack.enter_context(running_service(config.model_dir, m.env)) for m in config.modes
+        }
+        time.sleep(1.0)
+        for mode in config.modes:
+            service = running[mode.name]
+            model = httpx.get(f"{service.url}/v1/models", headers=service.headers, timeout=30).json()
+            rest = service.sample()
+            services[mode.name] = {
+                "env": mode.env,
+                "execution_provider": model.get("execution_provider"),
+                "rss_mb_at_rest": round(rest.rss_mb, 1) if rest else None,
+            }
+        plan = [
+            (kind, kind_films, c, False) for kind, kind_films in films.items() for c in config.concurrencies
+        ]
+        if config.overlay_cell and "png-224" in films:
+            plan.append((OVERLAY_KIND, films["png-224"], 8, True))
+        for kind, kind_films, concurrency, overlay in plan:
+            for mode in config.modes:
+                cells.append(
+                    _cell(
+                        running[mode.name],
+                        mode,
+                        kind,
+                        kind_films,
+                        concurrency=concurrency,
+                        config=config,
+                        overlay=overlay,
+                    )
+                )
+    ceiling_after = measure_ceiling(config.model_dir, films[config.kinds[0]], batches, config.ceiling_seconds)
+    ceiling = {
+        name: {
+            "images_per_s": round(
+                (ceiling_before[name]["images_per_s"] + ceiling_after[name]["images_per_s"]) / 2, 1
+            ),
+            "images_per_s_before_after": [
+                round(ceiling_before[name]["images_per_s"], 1),
+                round(ceiling_after[name]["images_per_s"], 1),
+            ],
+            "p50_ms": round(ceiling_before[name]["p50_ms"], 2),
+        }
+        for name in ceiling_before
+    }
+    card = ModelCard.model_validate_json((config.model_dir / CARD_FILENAME).read_text())
+    return {
+        "started_at": started.isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": len(os.sched_getaffinity(0)),
+            "onnxruntime": ort.__version__,
+            "load_average_1min": round(os.getloadavg()[0], 2),
+        },
+        "model": f"{card.name} {card.version}",
+        "config": {
+            "concurrencies": list(config.concurrencies),
+            "kinds": list(config.kinds),
+            "seconds": config.seconds,
+            "warmup_s": config.warmup_s,
+            "films": {kind: len(f) for kind, f in films.items()},
+            "film_bytes_mean": {
+                kind: round(float(np.mean([len(x) for x in f]))) for kind, f in films.items()
+            },
+        },
+        "services": services,
+        "ceiling": ceiling,
+        "cells": cells,
+        "ratios": ratios(cells, ceiling, config),
+    }
+
+
+def _cell(
+    service: RunningService,
+    mode: Mode,
+    kind: str,
+    films: list[bytes],
+    *,
+    concurrency: int,
+    config: LoadConfig,
+    overlay: bool = False,
+) -> dict[str, Any]:
+    query = f"overlay={str(overlay).lower()}"
+    requests = [predict_request(service.url, film, dict(service.headers), query) for film in films]
+    before = _batch_metrics(service)
+    result, peak_rss = asyncio.run(_drive_sampled(service, requests, concurrency, config))
+    after = _batch_metrics(service)
+    runs = after[1] - before[1]
+    return {
+        "mode": mode.name,
+        "kind": kind,
+        "concurrency": concurrency,
+        "requests": sum(result.statuses.values()),
+        "ok": result.statuses.get(200, 0),
+        "images_per_s": round(result.statuses.get(200, 0) / result.seconds, 1),
+        "latency_ms": _percentiles(result.latencies_ms),
+        "errors": result.errors,
+        "refusals": dict(result.refusals),
+        "transport_errors": dict(result.transport_errors),
+        "mean_batch": round((after[0] - before[0]) / runs, 2) if runs else None,
+        "rss_mb_peak": round(peak_rss, 1),
+    }
+
+
+async def _drive_sampled(
+    service: RunningService, requests: list[bytes], concurrency: int, config: LoadConfig
+) -> tuple[LoadResult, float]:
+    peak = 0.0
+    done = asyncio.Event()
+
+    async def sampler() -> None:
+        nonlocal peak
+        while not done.is_set():
+            sample = service.sample()
+            peak = max(peak, sample.rss_mb if sample else 0.0)
+            await asyncio.sleep(0.25)
+
+    task = asyncio.create_task(sampler())
+    try:
+        result = await drive(service.url, requests, concurrency, config.seconds, config.warmup_s)
+    finally:
+        done.set()
+        await task
+    return result, peak
+
+
+def _batch_metrics(service: RunningService) -> tuple[float, float]:
+    """(films, predictions) so far, from cxr_inference_batch_size: each prediction adds its batch."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{service.url}/metrics", headers=service.headers, timeout=30).text
+    values = {
+        s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels
+    }
+    # Each prediction observes the size of the batch it rode in: sum/count = mean batch per film.
+    return values.get("cxr_inference_batch_size_sum", 0.0), values.get("cxr_inference_batch_size_count", 0.0)
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    p50, p95, p99 = np.percentile(np.asarray(values), [50, 95, 99])
+    return {"p50": round(float(p50), 1), "p95": round(float(p95), 1), "p99": round(float(p99), 1)}
+
+
+def ratios(
+    cells: list[dict[str, Any]], ceiling: dict[str, Any], config: LoadConfig
+) -> dict[str, float | None]:
+    def cell(mode: str, kind: str, concurrency: int) -> dict[str, Any] | None:
+        for c in cells:
+            if (c["mode"], c["kind"], c["concurrency"]) == (mode, kind, concurrency):
+                return c
+        return None
+
+    out: dict[str, float | None] = {}
+    modes = [m.name for m in config.modes]
+    for kind in config.kinds:
+        for concurrency in config.concurrencies:
+            for mode in modes:
+                c = cell(mode, kind, concurrency)
+                if c is not None and f"b{concurrency}" in ceiling:
+                    out[f"{mode} {kind} c{concurrency} / ceiling b{concurrency}"] = round(
+                        c["images_per_s"] / ceiling[f"b{concurrency}"]["images_per_s"], 3
+                    )
+        top = max(config.concurrencies)
+        batched, unbatched = cell("batched", kind, top), cell("unbatched", kind, top)
+        if batched and unbatched and unbatched["images_per_s"]:
+            out[f"batched / unbatched {kind} c{top}"] = round(
+                batched["images_per_s"] / unbatched["images_per_s"], 3
+            )
+        for mode in modes:
+            c = cell(mode, kind, 8)
+            if c and c["latency_ms"]:
+                out[f"{mode} {kind} c8 p99 / p50"] = round(c["latency_ms"]["p99"] / c["latency_ms"]["p50"], 3)
+    return out
+
+
+def format_report(report: dict[str, Any]) -> str:
+    machine = report["machine"]
+    ceiling = ", ".join(
+        f"{name} {c['images_per_s']} img/s {c['images_per_s_before_after']}"
+        for name, c in report["ceiling"].items()
+    )
+    lines = [
+        f"load {report['started_at']} | {report['model']} | onnxruntime {machine['onnxruntime']} | "
+        f"{machine['cpus']} CPUs | 1-min load at the end {machine['load_average_1min']}",
+        f"command: {report.get('command', '(library call)')}",
+        f"raw ceiling (session.run, preprocessed tensors; mean of before and after): {ceiling}",
+    ]
+    for name, service in report["services"].items():
+        lines.append(
+            f"service {name}: env {service['env'] or '(defaults)'}, {service['execution_provider']}, "
+            f"RSS at rest {service['rss_mb_at_rest']} MB"
+        )
+    columns = ("img/s", "p50", "p95", "p99", "errors", "batch", "RSS MB")
+    lines.append(f"{'mode':<10}{'kind':<17}{'conc':>5}" + "".join(f"{c:>8}" for c in columns) + "  refusals")
+    for c in report["cells"]:
+        latency = c["latency_ms"]
+        values = (
+            c["images_per_s"],
+            latency.get("p50", "-"),
+            latency.get("p95", "-"),
+            latency.get("p99", "-"),
+            c["errors"],
+            c["mean_batch"] or "-",
+            c["rss_mb_peak"],
+        )
+        row = f"{c['mode']:<10}{c['kind']:<17}{c['concurrency']:>5}" + "".join(f"{v:>8}" for v in values)
+        lines.append(f"{row}  {c['refusals'] or ''}")
+    lines.append("ratios:")
+    lines += [f"  {name}: {value}" for name, value in report["ratios"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _mode(text: str) -> Mode:
+    """``name`` or ``name:CXR_X=1,CXR_Y=2``."""
+    name, _, assignments = text.partition(":")
+    env = dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
+    return Mode(name, env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="a store version folder")
+    parser.add_argument("--films", type=Path, default=DEFAULT_FILMS)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    parser.add_argument(
+        "--mode",
+        type=_mode,
+        action="append",
+        help="name[:CXR_VAR=value,...]; repeatable (default: batched = the service defaults, and "
+        "unbatched = CXR_MAX_BATCH_SIZE=1)",
+    )
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured window per cell")
+    parser.add_argument("--warmup", type=float, default=3.0, help="load before each window, not counted")
+    parser.add_argument("--ceiling-seconds", type=float, default=5.0)
+    parser.add_argument("--out", type=Path, help="writes OUT.json and OUT.txt")
+    args = parser.parse_args(argv)
+    if not args.films.is_dir():
+        print(f"SKIPPED: film folder {args.films} is absent", file=sys.stderr)
+        return 0
+    config = LoadConfig(
+        model_dir=args.model,
+        films_dir=args.films,
+        concurrencies=tuple(args.concurrency),
+        kinds=tuple(args.kinds),
+        modes=tuple(args.mode) if args.mode else DEFAULT_MODES,
+        seconds=args.seconds,
+        warmup_s=args.warmup,
+        ceiling_seconds=args.ceiling_seconds,
+    )
+    report = run_load(config)
+    report["command"] = "python -m bench.load " + shlex.join(argv if argv is not None else sys.argv[1:])
+    text = format_report(report)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        args.out.with_suffix(".txt").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
