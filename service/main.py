@@ -25,6 +25,7 @@ from service.reload import activate
 from service.routes import ALL_ROUTERS
 from service.runtime import ModelLoadError, ModelRuntime
 from service.settings import Settings
+from service.store_watch import start_watching, stop_watching
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +64,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "max_upload_bytes": settings.max_upload_bytes,
             },
         )
+        watcher = start_watching(context)  # None unless CXR_MODEL_WATCH_S > 0
         try:
             yield
         finally:
+            await stop_watching(watcher)  # before the runtime goes: a reload must not land after it
             context.runtime = None  # /readyz turns 503 while draining
 
     app = FastAPI(

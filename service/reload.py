@@ -33,8 +33,13 @@ def activate(context: AppContext, runtime: ModelRuntime) -> None:
     context.runtime = runtime
 
 
-async def reload_model(context: AppContext, version: str | None) -> tuple[ModelRuntime, ModelRuntime]:
-    """``(previous, new)`` after a successful swap; a ``ServiceError`` and no swap otherwise."""
+async def reload_model(
+    context: AppContext, version: str | None, trigger: str = "admin request"
+) -> tuple[ModelRuntime, ModelRuntime]:
+    """``(previous, new)`` after a successful swap; a ``ServiceError`` and no swap otherwise.
+
+    ``trigger`` (who asked: an admin request, the store watcher) only goes into the log lines.
+    """
     previous = context.runtime
     if previous is None or context.draining:
         raise ServiceError("not_ready", "The service is starting up or shutting down; not reloading.", 503)
@@ -58,7 +63,7 @@ async def reload_model(context: AppContext, version: str | None) -> tuple[ModelR
         logger.warning(
             "model reload refused; the previous model keeps serving: %s",
             exc,
-            extra={"model_version": previous.card.version},
+            extra={"model_version": previous.card.version, "trigger": trigger},
         )
         kept = f"{previous.card.name} {previous.card.version}"
         if isinstance(exc, ModelNotFoundError):
@@ -78,6 +83,7 @@ async def reload_model(context: AppContext, version: str | None) -> tuple[ModelR
             "model_version": runtime.card.version,
             "onnx_sha256": runtime.sha256,
             "execution_provider": runtime.provider,
+            "trigger": trigger,
         },
     )
     return previous, runtime

@@ -21,6 +21,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from pydantic import ValidationError
 
+from service.active_version import NoPointerError, PointerError, pointer_path, read_active
 from service.batching import BatchPolicy, MicroBatcher
 from service.contract import (
     PREPROCESSING_VERSION,
@@ -39,7 +40,7 @@ from service.contract.model_card import (
 )
 from service.cpus import available_cpus
 from service.external_data import MalformedModelError, external_data_tensors
-from service.settings import LATEST, Settings
+from service.settings import ACTIVE, LATEST, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ def resolve_model_dir(settings: Settings, version: str | None = None) -> Path:
         return settings.model_dir
     name_dir = settings.model_store / settings.model_name
     wanted = settings.model_version if version is None else version
+    if wanted == ACTIVE:
+        return _active_dir(name_dir)
     if wanted != LATEST:
         return name_dir / wanted
     if not name_dir.is_dir():
@@ -105,6 +108,23 @@ def resolve_model_dir(settings: Settings, version: str | None = None) -> Path:
     if not versions:
         raise ModelNotFoundError(f"No version directory containing {CARD_FILENAME} under {name_dir}.")
     return name_dir / versions[-1]
+
+
+def _active_dir(name_dir: Path) -> Path:
+    """The version the store's ACTIVE pointer names, read now (it moves when a version is published)."""
+    try:
+        version = read_active(name_dir)
+    except NoPointerError as exc:
+        raise ModelNotFoundError(f"CXR_MODEL_VERSION=active, but {exc}.") from None
+    except PointerError as exc:
+        raise ModelLoadError(f"CXR_MODEL_VERSION=active, but {exc}.") from None
+    model_dir = name_dir / version
+    if not model_dir.is_dir():
+        raise ModelNotFoundError(
+            f"CXR_MODEL_VERSION=active: {pointer_path(name_dir)} names version {version!r}, but "
+            f"{model_dir} does not exist. Activate an existing version (python -m training activate)."
+        )
+    return model_dir
 
 
 def select_providers(requested: str, available: list[str]) -> list[str]:

@@ -10,13 +10,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
 LATEST = "latest"
+ACTIVE = "active"
+# CXR_MODEL_VERSION values that are not folder names: a version folder cannot be called either.
+SPECIAL_VERSIONS = frozenset({LATEST, ACTIVE})
 # Model names and versions become path components under the store: no separators, no "..".
 _PATH_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Polling the store more often than this costs CPU and buys nothing a roll-out would notice.
+MIN_WATCH_S = 0.1
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 ExecutionProvider = Literal["auto", "cuda", "cpu"]
@@ -35,10 +40,20 @@ class Settings(BaseSettings):
     model_name: str = Field("cxr-pneumonia", description="Model name: a directory under model_store.")
     model_version: str = Field(
         LATEST,
-        description="Version directory, or 'latest' = last sorted version dir that has a model_card.json.",
+        description="Version directory; 'latest' = last sorted version dir that has a model_card.json; "
+        "'active' = the version named by the store's pointer file <model_store>/<model_name>/ACTIVE "
+        "(written by 'python -m training publish' and 'activate').",
     )
     model_dir: Path | None = Field(
         None, description="Explicit version directory; overrides model_store/model_name/model_version."
+    )
+    model_watch_s: float = Field(
+        0.0,
+        ge=0.0,
+        le=3600.0,
+        description="0 = off. Otherwise, every this many seconds, see whether 'active' (the pointer) or "
+        "'latest' now resolves to another version, and if so reload it exactly as POST "
+        "/v1/admin/reload does: verified, swapped only if every check passes.",
     )
     max_upload_bytes: int = Field(32 * MIB, gt=0, description="Largest accepted file, in bytes.")
     max_pixels: int = Field(50_000_000, gt=0, description="Largest accepted image, width x height.")
@@ -135,14 +150,33 @@ class Settings(BaseSettings):
     @field_validator("model_name", "model_version")
     @classmethod
     def _safe_path_component(cls, value: str) -> str:
-        if not _PATH_COMPONENT.fullmatch(value) or ".." in value:
+        if not is_plain_name(value):
             raise ValueError("must be a plain directory name (letters, digits, '.', '_', '-')")
         return value
+
+    @model_validator(mode="after")
+    def _something_to_watch(self) -> "Settings":
+        if self.model_watch_s == 0:
+            return self
+        if self.model_watch_s < MIN_WATCH_S:
+            raise ValueError(f"CXR_MODEL_WATCH_S must be 0 (off) or at least {MIN_WATCH_S}")
+        # A pinned directory or version never changes: watching it would silently do nothing.
+        if self.model_dir is not None or self.model_version not in SPECIAL_VERSIONS:
+            raise ValueError(
+                "CXR_MODEL_WATCH_S > 0 needs CXR_MODEL_VERSION=active or latest and no CXR_MODEL_DIR: "
+                "a pinned version has nothing to watch"
+            )
+        return self
 
     @field_validator("log_level", "execution_provider", "auth", "metrics_auth", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+
+def is_plain_name(value: str) -> bool:
+    """Whether ``value`` is safe as one path component of the store: no separators, no ".."."""
+    return _PATH_COMPONENT.fullmatch(value) is not None and ".." not in value
 
 
 def unknown_cxr_variables(environ: Mapping[str, str]) -> list[str]:

@@ -1,5 +1,5 @@
-"""``python -m training {train,export,run,ood-report,quantize}``: argument parsing only; the work is
-in the library."""
+"""``python -m training {train,export,run,ood-report,quantize,publish,activate}``: argument parsing
+only; the work is in the library."""
 
 import argparse
 import logging
@@ -10,7 +10,9 @@ from training.config import TrainConfig
 from training.metrics import format_metric
 from training.run_folder import RunSummary
 
+EXIT_USAGE = 2
 EXIT_COLLAPSED = 3
+EXIT_REFUSED = 4
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +47,12 @@ def _add_export_arguments(parser: argparse.ArgumentParser, need_run: bool) -> No
     )
 
 
+def _add_pointer_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", type=Path, default=Path("models"))
+    parser.add_argument("--name", default="cxr-pneumonia")
+    parser.add_argument("--version", required=True, help="a version folder under <store>/<name>")
+
+
 def _config(args: argparse.Namespace) -> TrainConfig:
     fields = set(TrainConfig.model_fields)
     overrides = {k: v for k, v in vars(args).items() if k in fields}
@@ -68,6 +76,27 @@ def main(argv: list[str] | None = None) -> int:
     quantize_parser.add_argument("--model", type=Path, required=True, help="models/<name>/<version> (fp32)")
     quantize_parser.add_argument("--run", dest="run_dir", type=Path, required=True, help="its run folder")
     quantize_parser.add_argument("--version", help="default: <source version>-int8")
+    publish_parser = commands.add_parser(
+        "publish",
+        help="make a version active if it measures at least as well as the active one on the same films",
+    )
+    _add_pointer_arguments(publish_parser)
+    publish_parser.add_argument(
+        "--eval-data", dest="eval_data", type=Path, help="<root>/<CLASS>/* films to compare on"
+    )
+    publish_parser.add_argument(
+        "--run",
+        dest="run_dir",
+        type=Path,
+        help="compare on this run's validation split (default: the run the candidate was exported from)",
+    )
+    publish_parser.add_argument(
+        "--tolerance", type=float, default=0.0, help="AUC the candidate may lose against the active version"
+    )
+    activate_parser = commands.add_parser(
+        "activate", help="make a version active after the service's load checks alone (roll-back)"
+    )
+    _add_pointer_arguments(activate_parser)
     run_parser = commands.add_parser("run", help="train, then export the result")
     _add_train_arguments(run_parser)
     _add_export_arguments(run_parser, False)
@@ -75,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("onnx_ir", "onnxscript", "torch.onnx"):  # the exporter narrates every rewrite at INFO
         logging.getLogger(chatty).setLevel(logging.WARNING)
+
+    if args.command in ("publish", "activate"):
+        return _move_pointer(args)  # before the torch imports below: it needs no torch
 
     from training.engine import train
     from training.export import export_run
@@ -105,6 +137,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nERROR: {exc}", file=sys.stderr)
         return EXIT_COLLAPSED
     return 0
+
+
+def _move_pointer(args: argparse.Namespace) -> int:
+    from training.publish import PublishError, activate, format_decision, publish
+
+    try:
+        if args.command == "publish":
+            decision = publish(
+                args.store,
+                args.name,
+                args.version,
+                eval_data=args.eval_data,
+                run_dir=args.run_dir,
+                tolerance=args.tolerance,
+            )
+        else:
+            decision = activate(args.store, args.name, args.version)
+    except PublishError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(format_decision(decision), file=sys.stdout if decision.pointer_moved else sys.stderr)
+    return 0 if decision.pointer_moved else EXIT_REFUSED
 
 
 def _print_summary(summary: RunSummary, run_dir: Path) -> None:

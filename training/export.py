@@ -173,6 +173,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def move_into_store(staging: Path, target: Path) -> None:
+    """Publish a fully written staging folder as ``target`` in one rename.
+
+    ``TemporaryDirectory`` creates the folder 0700; the service may run as another user (the
+    container's uid 10001 reading a store written by a training job), so open it up first.
+    """
+    staging.chmod(0o755)
+    staging.rename(target)
+
+
 def export_run(run_dir: Path, store: Path, name: str, version: str | None = None, ood: bool = True) -> Path:
     """Export a finished run into the store and return the new version folder.
 
@@ -219,7 +229,7 @@ def export_run(run_dir: Path, store: Path, name: str, version: str | None = None
             opset=OPSET,
         )
         (staging / CARD_FILENAME).write_text(card.model_dump_json(indent=2))
-        shutil.copy2(run_dir / run_folder.CONFIG_FILE, staging / "training_config.yaml")
-        staging.rename(target)
+        shutil.copy2(run_dir / run_folder.CONFIG_FILE, staging / run_folder.EXPORTED_CONFIG_FILE)
+        move_into_store(staging, target)
     log.info("exported %s (%s) to %s", name, version, target)
     return target

@@ -16,14 +16,12 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import onnx
-import onnxruntime as ort
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -41,7 +39,8 @@ from service.contract.model_card import (
     OodDetector,
     Quantisation,
 )
-from training.export import git_commit, load_split, sha256_file
+from training.export import git_commit, load_split, move_into_store, sha256_file
+from training.graph_outputs import run_graph
 from training.metrics import (
     IntArray,
     Metrics,
@@ -78,28 +77,6 @@ class _Films(CalibrationDataReader):  # type: ignore[misc]  # ORT ships no type 
     def get_next(self) -> dict[str, FloatArray] | None:
         batch = next(self._batches, None)
         return None if batch is None else {self._input_name: batch}
-
-
-@dataclass(frozen=True)
-class GraphOutputs:
-    probabilities: FloatArray
-    cam: FloatArray
-    ood: FloatArray | None
-
-
-def run_graph(path: Path, card: ModelCard, films: FloatArray, threads: int = 0) -> GraphOutputs:
-    """Every output of the graph at ``path`` on ``films``, in batches, on the CPU."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = ["probabilities", "cam"] + ([card.ood.output_name] if card.ood is not None else [])
-    parts: list[list[FloatArray]] = [[] for _ in names]
-    for start in range(0, len(films), _BATCH):
-        outputs = session.run(names, {card.pixel_contract.input_name: films[start : start + _BATCH]})
-        for part, output in zip(parts, outputs, strict=True):
-            part.append(np.asarray(output, dtype=np.float32))
-    joined = [np.concatenate(part) for part in parts]
-    return GraphOutputs(joined[0], joined[1], joined[2] if card.ood is not None else None)
 
 
 def _calibration_films(train_inputs: FloatArray, train_labels: npt.NDArray[np.int64]) -> FloatArray:
@@ -253,6 +230,6 @@ def quantize_model(model_dir: Path, run_dir: Path, version: str | None = None) -
         for extra in model_dir.iterdir():
             if extra.name not in (CARD_FILENAME, ONNX_FILENAME):
                 shutil.copy2(extra, staging / extra.name)
-        staging.rename(target)
+        move_into_store(staging, target)
     log.info("quantised %s %s to %s", card.name, card.version, target)
     return target

@@ -14,6 +14,8 @@ from training.config import TrainConfig
 from training.data.split import Split
 
 CONFIG_FILE = "config.yaml"
+# The run's config.yaml as copied beside an exported model: how a store version finds its run again.
+EXPORTED_CONFIG_FILE = "training_config.yaml"
 SPLIT_FILE = "split.csv"
 HISTORY_CSV = "metrics.csv"
 HISTORY_JSON = "metrics.json"

@@ -19,8 +19,10 @@ class ReloadRequest(BaseModel):
         None,
         max_length=128,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
-        description="Version directory under CXR_MODEL_STORE/CXR_MODEL_NAME, or 'latest'. Omitted: "
-        "the configured CXR_MODEL_VERSION (or CXR_MODEL_DIR) is read and verified again.",
+        description="Version directory under CXR_MODEL_STORE/CXR_MODEL_NAME, 'latest', or 'active' "
+        "(the version the store's ACTIVE pointer names now). Omitted: the configured "
+        "CXR_MODEL_VERSION (or CXR_MODEL_DIR) is resolved again - so 'active' re-reads the pointer "
+        "- and verified again.",
         examples=["6"],
     )
 

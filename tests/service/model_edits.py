@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.contract.model_card import CARD_FILENAME, INPUT_NAME, ONNX_FILENAME
+from service.contract.model_card import CARD_FILENAME, INPUT_NAME, ONNX_FILENAME, PROBABILITIES_OUTPUT
 
 if TYPE_CHECKING:
     import onnx
@@ -76,6 +76,40 @@ def drop_output(model_dir: Path, output: str) -> None:
     del model.graph.output[:]
     model.graph.output.extend(kept)
     path.write_bytes(model.SerializeToString())
+    rehash(model_dir)
+
+
+def swap_class_probabilities(model_dir: Path) -> None:
+    """Report each film's probabilities in the reverse class order, then re-hash the card.
+
+    A real, loadable, well-formed model that is honestly worse: a binary model's AUC becomes
+    1 - AUC. Its operating point t becomes 1 - t, so it calls every film the opposite of the
+    trained model: still both classes, not a collapsed model.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    path = model_dir / ONNX_FILENAME
+    model = onnx.load(str(path))
+    graph = model.graph
+    as_trained = f"{PROBABILITIES_OUTPUT}_as_trained"
+    for node in graph.node:
+        for names in (node.input, node.output):
+            for index, name in enumerate(names):
+                if name == PROBABILITIES_OUTPUT:
+                    names[index] = as_trained
+    classes = next(o for o in graph.output if o.name == PROBABILITIES_OUTPUT).type.tensor_type.shape.dim[1]
+    order = np.arange(classes.dim_value, dtype=np.int64)[::-1].copy()
+    graph.initializer.append(numpy_helper.from_array(order, "swapped_class_order"))
+    graph.node.append(
+        helper.make_node("Gather", [as_trained, "swapped_class_order"], [PROBABILITIES_OUTPUT], axis=1)
+    )
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    card = json.loads((model_dir / CARD_FILENAME).read_text())
+    if card["decision_threshold"] is not None:
+        card["decision_threshold"]["value"] = 1.0 - card["decision_threshold"]["value"]
+        (model_dir / CARD_FILENAME).write_text(json.dumps(card))
     rehash(model_dir)
 
 

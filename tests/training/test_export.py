@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import stat
 from pathlib import Path
 
 import cv2
@@ -110,3 +111,9 @@ def test_default_backbone_with_imagenet_weights_at_full_size(tmp_path: Path) -> 
     assert np.max(np.abs(probabilities - expected)) <= PARITY_TOLERANCE
     assert cam.shape == (2, 2, 7, 7)
     assert assert_cam_matches_grad_cam_package(model, cam, images) >= 2
+
+
+def test_an_exported_version_is_readable_by_the_serving_user(tiny_model_dir: Path) -> None:
+    # The service may run as another uid than the exporter (a container reading a training job's
+    # store); the staging folder starts 0700, so the export must open it up.
+    assert stat.S_IMODE(tiny_model_dir.stat().st_mode) == 0o755
