@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.active_version import write_active
 from service.contract import ModelCard
 from service.contract.model_card import CARD_FILENAME
 from service.main import create_app
@@ -20,6 +21,7 @@ from tests.service.live import (
     ThreadedServer,
     write_api_keys,
 )
+from tests.service.model_edits import add_version
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +63,13 @@ def client(live_server: ThreadedServer) -> Iterator[httpx.Client]:
 def model_copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
     """A private copy of the model directory that a test may tamper with."""
     return Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+
+
+@pytest.fixture
+def store(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    """A model store holding versions 1 and 2 of the tiny model (equally good), ACTIVE naming 1."""
+    store = tmp_path / "store"
+    for version in ("1", "2"):
+        add_version(store, tiny_model_dir, version)
+    write_active(store / "cxr-pneumonia", "1")
+    return store

@@ -31,16 +31,6 @@ FILM = png_bytes(chest_like(seed=11))
 WATCH_S = 0.2
 
 
-@pytest.fixture
-def store(tiny_model_dir: Path, tmp_path: Path) -> Path:
-    """Versions 1 and 2 of the tiny model, with ACTIVE naming 1."""
-    store = tmp_path / "store"
-    for version in ("1", "2"):
-        add_version(store, tiny_model_dir, version)
-    write_active(store / NAME, "1")
-    return store
-
-
 def _settings(store: Path, api_keys_file: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "model_store": store,

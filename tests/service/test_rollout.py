@@ -82,16 +82,6 @@ class Clients:
 
 
 @pytest.fixture
-def store(tiny_model_dir: Path, tmp_path: Path) -> Path:
-    """Version 1 active; version 2, an equally good candidate, exported beside it."""
-    store = tmp_path / "store"
-    for version in ("1", "2"):
-        add_version(store, tiny_model_dir, version)
-    write_active(store / NAME, "1")
-    return store
-
-
-@pytest.fixture
 def replicas(store: Path, api_keys_file: Path, tmp_path: Path) -> Iterator[list[str]]:
     with ExitStack() as stack:
         urls = []
