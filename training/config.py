@@ -53,6 +53,16 @@ class TrainConfig(BaseModel):
             raise ValueError("head_epochs + finetune_epochs must be at least 1")
         return self
 
+    @model_validator(mode="after")
+    def _image_fits_backbone(self) -> "TrainConfig":
+        # Fail at config time, not deep inside a convolution: some backbones need a larger film.
+        from training.backbones import MIN_IMAGE_SIZE  # imports torch; only when validating
+
+        minimum = MIN_IMAGE_SIZE.get(self.backbone, 0)
+        if self.image_size < minimum:
+            raise ValueError(f"{self.backbone} needs image_size >= {minimum} (got {self.image_size})")
+        return self
+
     @classmethod
     def from_sources(cls, yaml_path: Path | None, overrides: dict[str, Any]) -> "TrainConfig":
         values: dict[str, Any] = {}
