@@ -53,8 +53,13 @@ def load_films(folder: Path, count: int, card: ModelCard) -> Tensor:
     paths = film_paths(folder, count)
     if not paths:
         raise FileNotFoundError(f"no films under {folder}")
+    return film_tensors([p.read_bytes() for p in paths], count, card)
+
+
+def film_tensors(films: list[bytes], count: int, card: ModelCard) -> Tensor:
+    """``count`` model inputs ``[count, 1, H, W]`` from ``films`` through the contract, cycled."""
     contract = card.pixel_contract
-    tensors = [load_model_input(p.read_bytes(), contract.height, contract.width)[0] for p in paths[:count]]
+    tensors = [load_model_input(film, contract.height, contract.width)[0] for film in films[:count]]
     return np.stack([tensors[i % len(tensors)] for i in range(count)])
 
 

@@ -38,11 +38,11 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 
-from bench.ceiling import Variant, session, time_variants
+from bench.ceiling import Variant, film_tensors, session, time_variants
 from bench.films import RASTER_SUFFIXES, film_paths, full_size_dicom, full_size_png
 from bench.http_load import LoadResult, drive, predict_request
-from bench.service_process import REPO_ROOT, RunningService, running_service
-from service.contract import ModelCard, load_model_input
+from bench.service_process import REPO_ROOT, RunningService, latency_percentiles, running_service
+from service.contract import ModelCard
 from service.contract.model_card import CARD_FILENAME, ONNX_FILENAME
 
 DEFAULT_FILMS = REPO_ROOT.parent / "shared" / "data" / "kermany224" / "train"
@@ -95,9 +95,7 @@ def measure_ceiling(
     from service.cpus import available_cpus
 
     card = ModelCard.model_validate_json((model_dir / CARD_FILENAME).read_text())
-    contract = card.pixel_contract
-    tensors = [load_model_input(f, contract.height, contract.width)[0] for f in films]
-    batch = np.stack([tensors[i % len(tensors)] for i in range(max(batches))])
+    batch = film_tensors(films, max(batches), card)
     model = session(model_dir / ONNX_FILENAME, available_cpus())
     variants = [Variant(f"b{b}", b, partial(model.run, None, {"image": batch[:b]})) for b in batches]
     return time_variants(variants, seconds, rounds=3)
@@ -107,9 +105,8 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
     films = build_films(config)
     batches = tuple(sorted({1, 8, 32, *config.concurrencies}))
     started = datetime.now(UTC)
-    ceiling_before = measure_ceiling(
-        config.model_dir, films[config.kinds[0]], batches, config.ceiling_seconds
-    )
+    ceiling_films = films[config.kinds[0]]
+    ceiling_before = measure_ceiling(config.model_dir, ceiling_films, batches, config.ceiling_seconds)
     cells: list[dict[str, Any]] = []
     services: dict[str, Any] = {}
     with ExitStack() as stack:
@@ -146,7 +143,7 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
                         overlay=overlay,
                     )
                 )
-    ceiling_after = measure_ceiling(config.model_dir, films[config.kinds[0]], batches, config.ceiling_seconds)
+    ceiling_after = measure_ceiling(config.model_dir, ceiling_films, batches, config.ceiling_seconds)
     ceiling = {
         name: {
             "images_per_s": round(
@@ -210,7 +207,7 @@ def _cell(
         "requests": sum(result.statuses.values()),
         "ok": result.statuses.get(200, 0),
         "images_per_s": round(result.statuses.get(200, 0) / result.seconds, 1),
-        "latency_ms": _percentiles(result.latencies_ms),
+        "latency_ms": latency_percentiles(result.latencies_ms),
         "errors": result.errors,
         "refusals": dict(result.refusals),
         "transport_errors": dict(result.transport_errors),
@@ -243,21 +240,9 @@ async def _drive_sampled(
 
 def _batch_metrics(service: RunningService) -> tuple[float, float]:
     """(films, predictions) so far, from cxr_inference_batch_size: each prediction adds its batch."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"{service.url}/metrics", headers=service.headers, timeout=30).text
-    values = {
-        s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels
-    }
+    values = service.metrics()
     # Each prediction observes the size of the batch it rode in: sum/count = mean batch per film.
     return values.get("cxr_inference_batch_size_sum", 0.0), values.get("cxr_inference_batch_size_count", 0.0)
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    p50, p95, p99 = np.percentile(np.asarray(values), [50, 95, 99])
-    return {"p50": round(float(p50), 1), "p95": round(float(p95), 1), "p99": round(float(p99), 1)}
 
 
 def ratios(

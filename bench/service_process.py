@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _START_TIMEOUT_S = 120.0
@@ -48,6 +49,27 @@ class RunningService:
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         rss_kb = int(fields["VmRSS"].split()[0])
         return ProcessSample(rss_mb=rss_kb / 1024.0, threads=int(fields["Threads"]), open_fds=open_fds)
+
+    def metrics(self) -> dict[str, float]:
+        """The service's unlabelled Prometheus samples now (histogram sums and counts among them)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(f"{self.url}/metrics", headers=self.headers, timeout=30).text
+        families = text_string_to_metric_families(text)
+        return {sample.name: sample.value for f in families for sample in f.samples if not sample.labels}
+
+
+def latency_percentiles(latencies_ms: list[float]) -> dict[str, float]:
+    """p50/p95/p99/max in ms, one decimal; empty when nothing was measured."""
+    if not latencies_ms:
+        return {}
+    p50, p95, p99 = np.percentile(np.asarray(latencies_ms), [50, 95, 99])
+    return {
+        "p50": round(float(p50), 1),
+        "p95": round(float(p95), 1),
+        "p99": round(float(p99), 1),
+        "max": round(max(latencies_ms), 1),
+    }
 
 
 def _free_port() -> int:

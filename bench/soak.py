@@ -37,7 +37,7 @@ import onnxruntime as ort
 from pydantic import ValidationError
 
 from bench.films import film_paths
-from bench.service_process import REPO_ROOT, RunningService, running_service
+from bench.service_process import REPO_ROOT, RunningService, latency_percentiles, running_service
 from service.runtime import ModelLoadError, resolve_model_dir
 from service.settings import Settings
 
@@ -149,15 +149,7 @@ async def _drive(service: RunningService, config: SoakConfig) -> tuple[_Tally, f
 
 def _server_figures(service: RunningService) -> dict[str, float]:
     """Mean ONNX Runtime time per film, from the service's own histogram."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"{service.url}/metrics", headers=service.headers, timeout=30).text
-    values = {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if not sample.labels
-    }
+    values = service.metrics()
     count = values.get("cxr_inference_duration_seconds_count", 0.0)
     total = values.get("cxr_inference_duration_seconds_sum", 0.0)
     return {"inferences": count, "inference_ms_mean": round(1000.0 * total / count, 2) if count else 0.0}
@@ -171,13 +163,6 @@ def _log_levels(log_path: Path) -> dict[str, int]:
         except json.JSONDecodeError:
             levels["not_json"] += 1
     return dict(sorted(levels.items()))
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    p50, p95, p99 = np.percentile(np.asarray(values), [50, 95, 99])
-    return {"p50": round(p50, 1), "p95": round(p95, 1), "p99": round(p99, 1), "max": round(max(values), 1)}
 
 
 def _memory(samples: list[dict[str, float]], warmup_s: float) -> dict[str, Any]:
@@ -271,7 +256,7 @@ def _report(
             "error_kinds": dict(sorted(error_kinds.items())),
             "per_second": round(answered / elapsed, 2) if elapsed else 0.0,
         },
-        "latency_ms": _percentiles(tally.latencies_ms),
+        "latency_ms": latency_percentiles(tally.latencies_ms),
         "server": server,
         "service_log_levels": log_levels,
         "memory": memory,

@@ -6,7 +6,6 @@ preprocessing implementation) for each pixel contract asked for, so two models w
 sizes still see the same films, each as the service would prepare them.
 """
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,17 +119,16 @@ def films_from_run(run_dir: Path, class_names: list[str]) -> EvaluationFilms:
     """The validation split of ``run_dir`` (``split.csv`` holds absolute paths and the split)."""
     paths: list[Path] = []
     labels: list[int] = []
-    with (run_dir / run_folder.SPLIT_FILE).open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["split"] != _VALIDATION:
-                continue
-            if row["label"] not in class_names:
-                raise EvaluationFilmsError(
-                    f"{run_dir / run_folder.SPLIT_FILE} labels a film {row['label']!r}, which is not a "
-                    f"class of the model ({', '.join(class_names)})"
-                )
-            paths.append(Path(row["path"]))
-            labels.append(class_names.index(row["label"]))
+    for row in run_folder.read_split(run_dir):
+        if row.split != _VALIDATION:
+            continue
+        if row.label not in class_names:
+            raise EvaluationFilmsError(
+                f"{run_dir / run_folder.SPLIT_FILE} labels a film {row.label!r}, which is not a "
+                f"class of the model ({', '.join(class_names)})"
+            )
+        paths.append(row.path)
+        labels.append(class_names.index(row.label))
     return _checked(
         EvaluationFilms(
             f"validation split of run {run_dir.resolve()}",

@@ -1,6 +1,5 @@
 """Run folder -> ``models/<name>/<version>/{model.onnx, model_card.json}``, verified before publishing."""
 
-import csv
 import hashlib
 import logging
 import shutil
@@ -101,10 +100,8 @@ class SplitData:
 def load_split(run_dir: Path, class_names: list[str], image_size: int) -> SplitData:
     """The run's own split, re-read through the contract: the films the model was fitted and tuned on."""
     rows: dict[str, list[Sample]] = {"train": [], "validation": []}
-    with (run_dir / run_folder.SPLIT_FILE).open() as handle:
-        for row in csv.DictReader(handle):
-            sample = Sample(Path(row["path"]), class_names.index(row["label"]), row["patient"], row["sha256"])
-            rows[row["split"]].append(sample)
+    for row in run_folder.read_split(run_dir):
+        rows[row.split].append(Sample(row.path, class_names.index(row.label), row.patient, row.sha256))
     return SplitData(
         FilmDataset(rows["train"], image_size, image_size),
         FilmDataset(rows["validation"], image_size, image_size),

@@ -1,7 +1,6 @@
 """Measure an exported model's out-of-distribution rejection: the OOD set (``training.ood_set``) must
 be refused, real validation films must not. Runs the real ONNX graph on inputs made by the contract."""
 
-import csv
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -36,8 +35,7 @@ def ood_report(model_dir: Path, run_dir: Path) -> dict[str, Any]:
     card = ModelCard.model_validate_json((model_dir / CARD_FILENAME).read_text())
     assert card.ood is not None, "export the model with an OOD detector first"
     session = ort.InferenceSession(str(model_dir / ONNX_FILENAME), providers=["CPUExecutionProvider"])
-    with (run_dir / run_folder.SPLIT_FILE).open() as handle:
-        validation = [Path(row["path"]) for row in csv.DictReader(handle) if row["split"] == "validation"]
+    validation = [row.path for row in run_folder.read_split(run_dir) if row.split == "validation"]
     cases: list[OodCase] = build_ood_set(
         validation[:: max(1, len(validation) // NON_FRONTAL_FILMS)][:NON_FRONTAL_FILMS]
     )

@@ -3,6 +3,7 @@ curves, the best state dict and a summary that export turns into the model card.
 
 import csv
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,26 @@ def write_split(run_dir: Path, split: Split, class_names: list[str]) -> None:
                 # Absolute, so export and reports work from any working directory.
                 path = str(s.path.resolve())
                 writer.writerow([name, path, class_names[s.label], s.patient, s.content_sha256])
+
+
+@dataclass(frozen=True)
+class SplitRow:
+    """One line of ``split.csv``: a film, its class name, its patient and which split it went to."""
+
+    split: str  # "train" or "validation"
+    path: Path  # absolute
+    label: str
+    patient: str
+    sha256: str
+
+
+def read_split(run_dir: Path) -> list[SplitRow]:
+    """The rows ``write_split`` wrote, in order."""
+    with (run_dir / SPLIT_FILE).open(newline="") as handle:
+        return [
+            SplitRow(row["split"], Path(row["path"]), row["label"], row["patient"], row["sha256"])
+            for row in csv.DictReader(handle)
+        ]
 
 
 def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
