@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.contract import DecisionThreshold, OodDetector, PixelContract, SourceFormat
+from service.contract import Calibration, DecisionThreshold, OodDetector, PixelContract
 
 
 class _Response(BaseModel):
@@ -25,7 +25,8 @@ class ModelRef(_Response):
 
 
 class ImageInfo(_Response):
-    source_format: SourceFormat
+    # The formats an upload can be (``SourceFormat`` also names in-memory arrays, which never arrive).
+    source_format: Literal["png", "jpeg", "dicom"]
     width: int = Field(description="Decoded film width in pixels (before any resizing).")
     height: int
 
@@ -101,6 +102,9 @@ class ModelInfo(_Response):
     class_names: list[str]
     pixel_contract: PixelContract
     decision_threshold: DecisionThreshold | None = Field(description="The operating point in use.")
+    calibration: Calibration | None = Field(
+        None, description="Temperature scaling folded into the graph; null = raw softmax."
+    )
     out_of_distribution: OodDetector | None
     validation_metrics: dict[str, float | None] = Field(description="null = undefined on that split")
     majority_baseline: dict[str, float | None]

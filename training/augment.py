@@ -12,7 +12,8 @@ from training.config import AugmentConfig
 
 
 class RandAffineIntensity:
-    """Per-image small rotation, scale and shift, then brightness/contrast jitter, clipped to [0, 1]."""
+    """Per-image small rotation, zoom (scale) and shift, then brightness/contrast jitter, clipped to
+    [0, 1], then an optional horizontal flip. Each is off at magnitude 0 (flip: off by default)."""
 
     def __init__(self, config: AugmentConfig, seed: int) -> None:
         self.config = config
@@ -38,4 +39,8 @@ class RandAffineIntensity:
         brightness = self._uniform(n, -c.brightness, c.brightness).view(n, 1, 1, 1)
         contrast = self._uniform(n, 1 - c.contrast, 1 + c.contrast).view(n, 1, 1, 1)
         mean = warped.mean(dim=(1, 2, 3), keepdim=True)
-        return ((warped - mean) * contrast + mean + brightness).clamp(0.0, 1.0)
+        out = ((warped - mean) * contrast + mean + brightness).clamp(0.0, 1.0)
+        if c.horizontal_flip:  # only when asked: a mirrored chest film shows dextrocardia
+            flip = (torch.rand(n, generator=self.generator) < 0.5).view(n, 1, 1, 1)
+            out = torch.where(flip, out.flip(-1), out)
+        return out

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.weights import WeightsSource, resolve_weights
+from training.weights import Weights, WeightsSource, resolve_weights
 
 
 class InputAdapter(nn.Module):
@@ -60,6 +60,10 @@ class TappedFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_tap(x)[1]
+
+    def blocks(self) -> list[nn.Module]:
+        """The trainable stages from input to output, for "fine-tune the last N blocks" schedules."""
+        raise NotImplementedError
 
 
 class Classifier(nn.Module):
@@ -111,6 +115,11 @@ class _TimmFeatures(TappedFeatures):
                 mid = h
         return mid, body.bn2(body.conv_head(h))
 
+    def blocks(self) -> list[nn.Module]:
+        body = self.body
+        stem, head = nn.ModuleList([body.conv_stem, body.bn1]), nn.ModuleList([body.conv_head, body.bn2])
+        return [stem, *body.blocks, head]
+
 
 class _StagedFeatures(TappedFeatures):
     """Runs a timm model's feature stages (its named children, in order) up to the last conv map.
@@ -136,6 +145,10 @@ class _StagedFeatures(TappedFeatures):
                 mid = x
         return mid, x
 
+    def blocks(self) -> list[nn.Module]:
+        stages = [getattr(self.body, name) for name in self.stages]
+        return [stage for stage in stages if any(True for _ in stage.parameters())]
+
 
 class _TappedSequential(nn.Sequential, TappedFeatures):
     """A plain Sequential (same state-dict keys) whose first stage's output is the tap."""
@@ -148,8 +161,11 @@ class _TappedSequential(nn.Sequential, TappedFeatures):
             out = stage(out)
         return mid, out
 
+    def blocks(self) -> list[nn.Module]:
+        return list(self)
 
-def _timm_body(arch: str, weights: str) -> tuple[Any, WeightsSource]:
+
+def _timm_body(arch: str, weights: Weights) -> tuple[Any, WeightsSource]:
     """timm's ``arch`` with random init, then the resolved weights loaded strictly under timm's keys.
 
     Loaded before the classifier is reset, so a local file is simply ``timm.create_model(arch)
@@ -174,8 +190,8 @@ def _pooled_linear_head(width: int, num_classes: int, dropout: float = 0.2) -> n
     return nn.Sequential(GlobalAvgPool(), nn.Dropout(dropout), nn.Linear(width, num_classes))
 
 
-def _efficientnet_lite(variant: str) -> Callable[[int, str], BuiltModel]:
-    def build(num_classes: int, weights: str) -> BuiltModel:
+def _efficientnet_lite(variant: str) -> Callable[[int, Weights], BuiltModel]:
+    def build(num_classes: int, weights: Weights) -> BuiltModel:
         body, source = _timm_body(variant, weights)
         body.reset_classifier(0)
         head = _pooled_linear_head(int(body.num_features), num_classes)
@@ -187,10 +203,10 @@ def _efficientnet_lite(variant: str) -> Callable[[int, str], BuiltModel]:
     return build
 
 
-def _efficientnet_family(arch: str, tap_block: int) -> Callable[[int, str], BuiltModel]:
+def _efficientnet_family(arch: str, tap_block: int) -> Callable[[int, Weights], BuiltModel]:
     """EfficientNet-B0 and MobileNetV2 (timm ImageNet normalisation, unlike the TF Lite weights)."""
 
-    def build(num_classes: int, weights: str) -> BuiltModel:
+    def build(num_classes: int, weights: Weights) -> BuiltModel:
         body, source = _timm_body(arch, weights)
         body.reset_classifier(0)
         head = _pooled_linear_head(int(body.num_features), num_classes)
@@ -200,10 +216,10 @@ def _efficientnet_family(arch: str, tap_block: int) -> Callable[[int, str], Buil
     return build
 
 
-def _staged(arch: str, stages: list[str], tap: str) -> Callable[[int, str], BuiltModel]:
+def _staged(arch: str, stages: list[str], tap: str) -> Callable[[int, Weights], BuiltModel]:
     """ResNet, DenseNet, InceptionV3: timm stages in order, then pooled-linear head."""
 
-    def build(num_classes: int, weights: str) -> BuiltModel:
+    def build(num_classes: int, weights: Weights) -> BuiltModel:
         body, source = _timm_body(arch, weights)
         body.reset_classifier(0)  # fc -> Identity: no 1000-class weights left in our state dict
         head = _pooled_linear_head(int(body.num_features), num_classes)
@@ -223,7 +239,7 @@ _INCEPTION_STAGES = [
 ]  # fmt: skip
 
 
-def _densenet121(num_classes: int, weights: str) -> BuiltModel:
+def _densenet121(num_classes: int, weights: Weights) -> BuiltModel:
     """timm's ``features`` Sequential (ends with norm5 + ReLU); tapped after transition2 (28x28 at
     224 px, 256 channels)."""
     body, source = _timm_body("densenet121", weights)
@@ -234,7 +250,7 @@ def _densenet121(num_classes: int, weights: str) -> BuiltModel:
     return BuiltModel(Classifier(_imagenet_adapter(body), features, head), source)
 
 
-def _vgg16(num_classes: int, weights: str) -> BuiltModel:
+def _vgg16(num_classes: int, weights: Weights) -> BuiltModel:
     """VGG16's 13 conv layers (timm's ``features``, ending with the fifth max-pool), then the classic
     hidden-dense head Linear-ReLU-Dropout-Linear-ReLU-Dropout-Linear (4096 wide, dropout 0.5), but
     on globally average-pooled features rather than the flattened 7x7 map.
@@ -291,8 +307,11 @@ class _GridFeatures(TappedFeatures):
         mid = F.adaptive_avg_pool2d(x, self.grid // 2).flatten(1)[:, :, None, None]
         return mid, fmap
 
+    def blocks(self) -> list[nn.Module]:
+        return []  # no parameters: the MLP is all head
 
-def _mlp(num_classes: int, weights: str) -> BuiltModel:
+
+def _mlp(num_classes: int, weights: Weights) -> BuiltModel:
     """A plain multilayer perceptron on a 16x16 thumbnail of the film (see ``_GridFeatures``)."""
     grid, hidden = 16, 256
     source = resolve_weights("mlp", weights)
@@ -312,7 +331,7 @@ def _mlp(num_classes: int, weights: str) -> BuiltModel:
     return BuiltModel(model, source)
 
 
-def _baseline_cnn(num_classes: int, weights: str) -> BuiltModel:
+def _baseline_cnn(num_classes: int, weights: Weights) -> BuiltModel:
     """The studies' baseline: two conv blocks, then a dense layer (here after global pooling)."""
 
     def block(cin: int, cout: int) -> nn.Sequential:
@@ -334,7 +353,7 @@ def _baseline_cnn(num_classes: int, weights: str) -> BuiltModel:
     return BuiltModel(model, source)
 
 
-BACKBONES: dict[str, Callable[[int, str], BuiltModel]] = {
+BACKBONES: dict[str, Callable[[int, Weights], BuiltModel]] = {
     "efficientnet_lite0": _efficientnet_lite("efficientnet_lite0"),
     "efficientnet_lite1": _efficientnet_lite("efficientnet_lite1"),
     "efficientnet_lite2": _efficientnet_lite("efficientnet_lite2"),
@@ -359,7 +378,7 @@ BACKBONES: dict[str, Callable[[int, str], BuiltModel]] = {
 MIN_IMAGE_SIZE: dict[str, int] = {"inception_v3": 107}
 
 
-def create_model(name: str, num_classes: int, weights: str = "imagenet") -> BuiltModel:
+def create_model(name: str, num_classes: int, weights: Weights = "imagenet") -> BuiltModel:
     """Build backbone ``name`` with a ``num_classes`` head; ``weights``: imagenet | none | <path>."""
     try:
         builder = BACKBONES[name]

@@ -1,9 +1,11 @@
-"""``python -m training {train,export,run,ood-report,quantize,publish,activate}``: argument parsing
-only; the work is in the library."""
+"""``python -m training {train,run,export,evaluate,grid,ood-report,quantize,publish,activate}``:
+argument parsing only; the work is in the library."""
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from training.config import TrainConfig
@@ -16,19 +18,35 @@ EXIT_REFUSED = 4
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", dest="data_dir", type=Path, help="<root>/<CLASS>/*.{png,jpg,jpeg,dcm}")
+    parser.add_argument(
+        "--data", dest="data_dir", type=Path, help="<root>/<CLASS>/ tree, MedMNIST .npz or CSV manifest"
+    )
+    parser.add_argument("--data-format", dest="data_format", choices=["auto", "folder", "npz", "csv"])
     parser.add_argument("--config", type=Path, help="YAML with TrainConfig fields; flags override it")
     parser.add_argument("--backbone")
     parser.add_argument("--weights", help="imagenet | none | path to a state dict")
+    parser.add_argument("--weights-dir", dest="weights_dir", type=Path, help="folder of <backbone>.pth files")
+    parser.add_argument(
+        "--allow-download", dest="allow_download", action="store_true", default=None, help="let timm download"
+    )
     parser.add_argument("--image-size", dest="image_size", type=int)
     parser.add_argument("--patient-pattern", dest="patient_pattern")
+    parser.add_argument("--split-method", dest="split_method", choices=["auto", "given", "patient", "image"])
     parser.add_argument("--val-fraction", dest="val_fraction", type=float)
+    parser.add_argument("--test-fraction", dest="test_fraction", type=float)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--batch-size", dest="batch_size", type=int)
     parser.add_argument("--head-epochs", dest="head_epochs", type=int)
     parser.add_argument("--finetune-epochs", dest="finetune_epochs", type=int)
     parser.add_argument("--head-lr", dest="head_lr", type=float)
     parser.add_argument("--finetune-lr", dest="finetune_lr", type=float)
+    parser.add_argument("--finetune-blocks", dest="finetune_blocks", type=int)
+    parser.add_argument("--optimizer", choices=["adamw", "adam", "sgd"])
+    parser.add_argument("--weight-decay", dest="weight_decay", type=float)
+    parser.add_argument("--l1", type=float)
+    parser.add_argument("--imbalance", choices=["none", "class_weights", "oversample", "undersample"])
+    parser.add_argument("--target-sensitivity", dest="target_sensitivity", type=float)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--positive-class", dest="positive_class")
     parser.add_argument("--output-dir", dest="output_dir", type=Path)
     parser.add_argument("--run-name", dest="run_name")
@@ -59,7 +77,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_sources(args.config, overrides)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train_arguments(commands.add_parser("train", help="train and write a run folder"))
@@ -97,46 +115,126 @@ def main(argv: list[str] | None = None) -> int:
         "activate", help="make a version active after the service's load checks alone (roll-back)"
     )
     _add_pointer_arguments(activate_parser)
+    grid_parser = commands.add_parser(
+        "grid", help="run a study grid from a YAML (resumable) and write its comparison report"
+    )
+    grid_parser.add_argument("spec", type=Path, help="the grid YAML (see training/grid.py)")
+    grid_parser.add_argument("--out", type=Path, help="report folder (default: the YAML's folder)")
+    grid_parser.add_argument("--fresh", action="store_true", help="discard finished cells and start over")
+    grid_parser.add_argument(
+        "--rescore", action="store_true", help="evaluate finished cells again without retraining them"
+    )
+    evaluate_parser = commands.add_parser(
+        "evaluate", help="full evaluation report of a run's checkpoint or of an exported model"
+    )
+    evaluate_parser.add_argument("--run", dest="run_dir", type=Path, help="a finished run folder")
+    evaluate_parser.add_argument(
+        "--model", type=Path, help="models/<name>/<version>: evaluate the ONNX model"
+    )
+    evaluate_parser.add_argument(
+        "--data",
+        dest="data_dir",
+        type=Path,
+        help="an external <root>/<CLASS>/ folder (with --model, no --run)",
+    )
+    evaluate_parser.add_argument("--split", choices=["validation", "test"], default="validation")
+    evaluate_parser.add_argument("--out", type=Path, required=True, help="report folder")
     run_parser = commands.add_parser("run", help="train, then export the result")
     _add_train_arguments(run_parser)
     _add_export_arguments(run_parser, False)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _ood_report(args: argparse.Namespace) -> int:
+    from training.ood_report import format_report, ood_report, write_report
+
+    report = ood_report(args.model, args.run_dir)
+    print(format_report(report))
+    if args.out is not None:
+        write_report(report, args.out)
+    return 0
+
+
+def _grid(args: argparse.Namespace) -> int:
+    from training.grid import run_grid
+
+    results = run_grid(args.spec, args.out, args.fresh, args.rescore)
+    print(f"{len(results)} cells; report in {args.out or args.spec.parent}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from training.evaluation import EvaluationError, evaluate_folder, evaluate_run
+
+    try:
+        if args.data_dir is not None:
+            if args.model is None or args.run_dir is not None:
+                raise EvaluationError("--data evaluates an exported model: give --model and no --run")
+            evaluation = evaluate_folder(args.model, args.data_dir, args.out)
+        elif args.run_dir is None:
+            raise EvaluationError("give --run (its validation or test split) or --model with --data")
+        else:
+            evaluation = evaluate_run(args.run_dir, split=args.split, model_dir=args.model, out_dir=args.out)
+    except EvaluationError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print((args.out / "report.md").read_text())
+    return EXIT_COLLAPSED if evaluation.collapsed else 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from training.quantize import quantize_model
+
+    print(quantize_model(args.model, args.run_dir, args.version))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from training.export import export_run
+
+    print(export_run(args.run_dir, args.store, args.name, args.version, args.ood))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.engine import train
+    from training.export import export_run
+
+    result = train(_config(args))
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun only rank 0 reports and exports
+    _print_summary(result.summary, result.run_dir)
+    if args.command == "run":
+        print(export_run(result.run_dir, args.store, args.name, args.version, args.ood))
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "ood-report": _ood_report,
+    "grid": _grid,
+    "evaluate": _evaluate,
+    "quantize": _quantize,
+    "export": _export,
+    "train": _train,
+    "run": _train,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("onnx_ir", "onnxscript", "torch.onnx"):  # the exporter narrates every rewrite at INFO
         logging.getLogger(chatty).setLevel(logging.WARNING)
-
     if args.command in ("publish", "activate"):
-        return _move_pointer(args)  # before the torch imports below: it needs no torch
+        return _move_pointer(args)  # before any torch import: it needs no torch
 
-    from training.engine import train
-    from training.export import export_run
     from training.metrics import CollapsedModelError
 
     try:
-        if args.command == "ood-report":
-            from training.ood_report import format_report, ood_report, write_report
-
-            report = ood_report(args.model, args.run_dir)
-            print(format_report(report))
-            if args.out is not None:
-                write_report(report, args.out)
-            return 0
-        if args.command == "quantize":
-            from training.quantize import quantize_model
-
-            print(quantize_model(args.model, args.run_dir, args.version))
-            return 0
-        if args.command == "export":
-            print(export_run(args.run_dir, args.store, args.name, args.version, args.ood))
-            return 0
-        result = train(_config(args))
-        _print_summary(result.summary, result.run_dir)
-        if args.command == "run":
-            print(export_run(result.run_dir, args.store, args.name, args.version, args.ood))
+        return _COMMANDS[args.command](args)
     except CollapsedModelError as exc:
         print(f"\nERROR: {exc}", file=sys.stderr)
         return EXIT_COLLAPSED
-    return 0
 
 
 def _move_pointer(args: argparse.Namespace) -> int:
@@ -162,12 +260,20 @@ def _move_pointer(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: RunSummary, run_dir: Path) -> None:
-    metrics, baseline = summary.validation_metrics, summary.majority_baseline
+    metrics, baseline, test = summary.validation_metrics, summary.majority_baseline, summary.test_metrics
     print(f"\nrun folder: {run_dir}  (best epoch {summary.best_epoch}, {summary.train_seconds:.0f} s)")
-    print(f"{'validation metric':<22}{'model':>10}{'majority baseline':>20}")
+    header = f"{'metric':<22}{'validation':>12}{'majority baseline':>20}" + (f"{'test':>10}" if test else "")
+    print(header)
     for key in ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "cross_entropy"):
         if key in metrics:
-            print(f"{key:<22}{format_metric(metrics[key]):>10}{format_metric(baseline.get(key)):>20}")
+            row = f"{key:<22}{format_metric(metrics[key]):>12}{format_metric(baseline.get(key)):>20}"
+            print(row + (f"{format_metric(test.get(key)):>10}" if test else ""))
+    if summary.calibration is not None:
+        c = summary.calibration
+        print(
+            f"temperature {c.temperature:.3f}: validation ECE {c.validation_ece_before:.4f} -> "
+            f"{c.validation_ece_after:.4f}"
+        )
     if summary.decision_threshold is not None:
         t = summary.decision_threshold
         print(f"decision threshold: p({t.positive_class}) >= {t.value:.4f} ({t.method})")

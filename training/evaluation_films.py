@@ -1,9 +1,10 @@
 """The labelled films two store versions are compared on: a ``<root>/<CLASS>/*`` folder, or the
 validation split recorded by the run a version was exported from.
 
-Films are read once and preprocessed by ``service.contract.load_model_input`` (the one decoding and
-preprocessing implementation) for each pixel contract asked for, so two models with different input
-sizes still see the same films, each as the service would prepare them.
+Films are read once and preprocessed through ``training.data.inputs`` (which calls the one
+decoding and preprocessing implementation, ``service.contract``) for each pixel contract asked for,
+so two models with different input sizes still see the same films, each as the service would
+prepare them.
 """
 
 from dataclasses import dataclass, field
@@ -12,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from service.contract import InputError, ModelCard, load_model_input
+from service.contract import InputError, ModelCard
 from training import run_folder
 from training.config import TrainConfig
-from training.data.scan import DatasetLayoutError, scan_folder
+from training.data.inputs import load_inputs
+from training.data.scan import DatasetLayoutError, Sample, scan_folder
 from training.metrics import IntArray
 
 FloatArray = npt.NDArray[np.float32]
@@ -36,6 +38,7 @@ class EvaluationFilms:
     paths: list[Path]
     labels: IntArray
     class_names: list[str]
+    items: list[str | None] | None = None  # rows of an .npz file in ``paths``; None = all files
     _inputs: dict[tuple[int, int], FloatArray] = field(default_factory=dict, repr=False)
 
     @property
@@ -48,10 +51,11 @@ class EvaluationFilms:
         key = (height, width)
         if key not in self._inputs:
             tensors, undecodable = [], 0
-            for path in self.paths:
+            items = self.items or [None] * len(self.paths)
+            for path, item in zip(self.paths, items, strict=True):
                 try:
-                    tensors.append(load_model_input(path.read_bytes(), height, width)[0])
-                except (InputError, OSError):
+                    tensors.append(load_inputs([Sample(path, 0, "", "", item)], height, width)[0])
+                except (InputError, OSError, ValueError):
                     undecodable += 1
             if undecodable:
                 # Counted, not named: film file names can identify patients.
@@ -118,6 +122,7 @@ def recorded_run(model_dir: Path, card: ModelCard) -> Path:
 def films_from_run(run_dir: Path, class_names: list[str]) -> EvaluationFilms:
     """The validation split of ``run_dir`` (``split.csv`` holds absolute paths and the split)."""
     paths: list[Path] = []
+    items: list[str | None] = []
     labels: list[int] = []
     for row in run_folder.read_split(run_dir):
         if row.split != _VALIDATION:
@@ -128,6 +133,7 @@ def films_from_run(run_dir: Path, class_names: list[str]) -> EvaluationFilms:
                 f"class of the model ({', '.join(class_names)})"
             )
         paths.append(row.path)
+        items.append(row.item)
         labels.append(class_names.index(row.label))
     return _checked(
         EvaluationFilms(
@@ -135,6 +141,7 @@ def films_from_run(run_dir: Path, class_names: list[str]) -> EvaluationFilms:
             paths,
             np.asarray(labels, dtype=np.int64),
             list(class_names),
+            items,
         )
     )
 

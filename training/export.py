@@ -79,12 +79,12 @@ def export_onnx(
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def check_parity(model: Classifier, onnx_path: Path, inputs: np.ndarray) -> float:
+def check_parity(model: Classifier, onnx_path: Path, inputs: np.ndarray, temperature: float = 1.0) -> float:
     """Max |probability difference| between ONNX Runtime and PyTorch; raises above the tolerance."""
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     onnx_probabilities = session.run([PROBABILITIES_OUTPUT], {INPUT_NAME: inputs})[0]
     with torch.no_grad():
-        torch_probabilities = torch.softmax(model(torch.from_numpy(inputs)), dim=1).numpy()
+        torch_probabilities = torch.softmax(model(torch.from_numpy(inputs)) / temperature, dim=1).numpy()
     difference = float(np.max(np.abs(onnx_probabilities - torch_probabilities)))
     if difference > PARITY_TOLERANCE:
         raise ExportParityError(f"ONNX Runtime and PyTorch probabilities differ by {difference:.2e}")
@@ -97,11 +97,17 @@ class SplitData:
     validation: FilmDataset
 
 
+def split_samples(run_dir: Path, class_names: list[str]) -> dict[str, list[Sample]]:
+    """The run's films per split ("train", "validation", "test"; test may be empty), not yet read."""
+    rows: dict[str, list[Sample]] = {"train": [], "validation": [], "test": []}
+    for row in run_folder.read_split(run_dir):
+        rows[row.split].append(row.sample(class_names))
+    return rows
+
+
 def load_split(run_dir: Path, class_names: list[str], image_size: int) -> SplitData:
     """The run's own split, re-read through the contract: the films the model was fitted and tuned on."""
-    rows: dict[str, list[Sample]] = {"train": [], "validation": []}
-    for row in run_folder.read_split(run_dir):
-        rows[row.split].append(Sample(row.path, class_names.index(row.label), row.patient, row.sha256))
+    rows = split_samples(run_dir, class_names)
     return SplitData(
         FilmDataset(rows["train"], image_size, image_size),
         FilmDataset(rows["validation"], image_size, image_size),
@@ -205,8 +211,9 @@ def export_run(run_dir: Path, store: Path, name: str, version: str | None = None
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{version}-") as staging_name:
         staging = Path(staging_name)
         onnx_path = staging / ONNX_FILENAME
-        export_onnx(model, summary.image_size, onnx_path, ood=stats)
-        difference = check_parity(model, onnx_path, _parity_inputs(data.validation, summary.image_size))
+        export_onnx(model, summary.image_size, onnx_path, temperature=summary.temperature, ood=stats)
+        parity_inputs = _parity_inputs(data.validation, summary.image_size)
+        difference = check_parity(model, onnx_path, parity_inputs, summary.temperature)
         log.info("ONNX parity: max |p_onnx - p_torch| = %.2e", difference)
         card = ModelCard(
             name=name,
@@ -221,6 +228,7 @@ def export_run(run_dir: Path, store: Path, name: str, version: str | None = None
             validation_metrics=summary.validation_metrics,
             majority_baseline=summary.majority_baseline,
             decision_threshold=_card_threshold(summary),
+            calibration=summary.calibration,
             ood=detector,
             onnx_sha256=sha256_file(onnx_path),
             opset=OPSET,

@@ -4,6 +4,8 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from service.contract import DecisionThreshold
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -40,6 +42,16 @@ def predict_labels(
     positive = probabilities[:, positive_index] >= threshold
     labels = np.where(positive, positive_index, 1 - positive_index).astype(np.int64)
     return labels
+
+
+def decision_rule(
+    threshold: DecisionThreshold | None, class_names: list[str]
+) -> tuple[int | None, float | None]:
+    """(positive index, threshold) for ``predict_labels`` from a card's operating point; (None, None)
+    means argmax."""
+    if threshold is None:
+        return None, None
+    return class_names.index(threshold.positive_class), threshold.value
 
 
 def classification_metrics(

@@ -35,7 +35,13 @@ def ood_report(model_dir: Path, run_dir: Path) -> dict[str, Any]:
     card = ModelCard.model_validate_json((model_dir / CARD_FILENAME).read_text())
     assert card.ood is not None, "export the model with an OOD detector first"
     session = ort.InferenceSession(str(model_dir / ONNX_FILENAME), providers=["CPUExecutionProvider"])
-    validation = [row.path for row in run_folder.read_split(run_dir) if row.split == "validation"]
+    rows = [row for row in run_folder.read_split(run_dir) if row.split == "validation"]
+    if any(row.item is not None for row in rows):
+        raise ValueError(
+            f"run {run_dir} read its films from an array file; the OOD report builds its test films "
+            "from image files (a folder or CSV manifest run)"
+        )
+    validation = [row.path for row in rows]
     cases: list[OodCase] = build_ood_set(
         validation[:: max(1, len(validation) // NON_FRONTAL_FILMS)][:NON_FRONTAL_FILMS]
     )

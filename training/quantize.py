@@ -39,6 +39,7 @@ from service.contract.model_card import (
     OodDetector,
     Quantisation,
 )
+from training.calibration import operating_threshold
 from training.export import git_commit, load_split, move_into_store, sha256_file
 from training.graph_outputs import run_graph
 from training.metrics import (
@@ -46,8 +47,8 @@ from training.metrics import (
     Metrics,
     check_not_collapsed,
     classification_metrics,
+    decision_rule,
     predict_labels,
-    youden_threshold,
 )
 from training.ood import VALIDATION_QUANTILE
 from training.run_folder import read_summary
@@ -104,14 +105,6 @@ def mean_cam_correlation(reference: FloatArray, other: FloatArray) -> float:
     return float(r.mean())
 
 
-def _operating_point(
-    threshold: DecisionThreshold | None, class_names: list[str]
-) -> tuple[int | None, float | None]:
-    if threshold is None:
-        return None, None
-    return class_names.index(threshold.positive_class), threshold.value
-
-
 def _rederived(
     threshold: DecisionThreshold | None, class_names: list[str], labels: IntArray, probabilities: FloatArray
 ) -> DecisionThreshold | None:
@@ -119,7 +112,8 @@ def _rederived(
     if threshold is None:
         return None
     positive = class_names.index(threshold.positive_class)
-    value = youden_threshold(labels, probabilities[:, positive].astype(np.float64), positive)
+    scores = probabilities[:, positive].astype(np.float64)
+    value, _ = operating_threshold(labels, scores, positive, threshold.target_sensitivity)
     return threshold.model_copy(update={"value": value})
 
 
@@ -191,8 +185,8 @@ def quantize_model(model_dir: Path, run_dir: Path, version: str | None = None) -
         quantised = run_graph(onnx_path, card, validation)
         decision = _rederived(card.decision_threshold, names, labels, quantised.probabilities)
         point, source_point = (
-            _operating_point(decision, names),
-            _operating_point(card.decision_threshold, names),
+            decision_rule(decision, names),
+            decision_rule(card.decision_threshold, names),
         )
         metrics = classification_metrics(labels, quantised.probabilities.astype(np.float64), *point)
         check_not_collapsed(metrics, names, f"int8 model {card.name} {version} validation")

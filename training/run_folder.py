@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from service.contract import DecisionThreshold, TrainingDataSummary
+from service.contract import Calibration, DecisionThreshold, TrainingDataSummary
 from training.config import TrainConfig
+from training.data.scan import Sample
 from training.data.split import Split
 
 CONFIG_FILE = "config.yaml"
@@ -39,6 +40,15 @@ class RunSummary(BaseModel):
     validation_metrics: dict[str, float | None]
     majority_baseline: dict[str, float | None]
     decision_threshold: DecisionThreshold | None
+    calibration: Calibration | None = None  # absent in runs written before temperature scaling
+    training_processes: str = "1 process"
+    test_metrics: dict[str, float | None] | None = Field(
+        None, description="on the held-out test split at the validation operating point; None = no test split"
+    )
+
+    @property
+    def temperature(self) -> float:
+        return self.calibration.temperature if self.calibration is not None else 1.0
 
 
 def create_run_dir(config: TrainConfig) -> Path:
@@ -52,30 +62,42 @@ def create_run_dir(config: TrainConfig) -> Path:
 def write_split(run_dir: Path, split: Split, class_names: list[str]) -> None:
     with (run_dir / SPLIT_FILE).open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["split", "path", "label", "patient", "sha256"])
-        for name, samples in (("train", split.train), ("validation", split.validation)):
+        writer.writerow(["split", "path", "label", "patient", "sha256", "item"])
+        for name, samples in split.parts().items():
             for s in samples:
                 # Absolute, so export and reports work from any working directory.
                 path = str(s.path.resolve())
-                writer.writerow([name, path, class_names[s.label], s.patient, s.content_sha256])
+                writer.writerow([name, path, class_names[s.label], s.patient, s.content_sha256, s.item or ""])
 
 
 @dataclass(frozen=True)
 class SplitRow:
     """One line of ``split.csv``: a film, its class name, its patient and which split it went to."""
 
-    split: str  # "train" or "validation"
+    split: str  # "train", "validation" or "test"
     path: Path  # absolute
     label: str
-    patient: str
+    patient: str  # "" = none known
     sha256: str
+    item: str | None = None  # a film inside the file at ``path`` (an .npz row, "train:12"); None = the file
+
+    def sample(self, class_names: list[str]) -> Sample:
+        return Sample(self.path, class_names.index(self.label), self.patient, self.sha256, self.item)
 
 
 def read_split(run_dir: Path) -> list[SplitRow]:
     """The rows ``write_split`` wrote, in order."""
     with (run_dir / SPLIT_FILE).open(newline="") as handle:
         return [
-            SplitRow(row["split"], Path(row["path"]), row["label"], row["patient"], row["sha256"])
+            # ``item`` is absent from split.csv files written before .npz sources existed.
+            SplitRow(
+                row["split"],
+                Path(row["path"]),
+                row["label"],
+                row["patient"],
+                row["sha256"],
+                row.get("item") or None,
+            )
             for row in csv.DictReader(handle)
         ]
 

@@ -50,21 +50,76 @@ def _remap_in_order(source: dict[str, torch.Tensor], variant: str) -> dict[str, 
     return remapped
 
 
-def resolve_weights(arch: str, weights: str) -> WeightsSource:
-    """``imagenet`` (from a package, where one ships them), ``none`` (random init), or a file path."""
-    if weights == "none":
+@dataclass(frozen=True)
+class WeightsRequest:
+    """What the config asked for: ``imagenet`` | ``none`` | a file path, and where ImageNet weights
+    for backbones without a package may be found: a folder the user names, or a download only when
+    the user allows it."""
+
+    name: str
+    cache_dir: Path | None = None
+    allow_download: bool = False
+
+
+Weights = str | WeightsRequest
+CACHE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+def resolve_weights(arch: str, weights: Weights) -> WeightsSource:
+    """``imagenet`` (a package, the named cache folder, or a permitted download), ``none`` (random
+    init, only when asked for), or a file path. Anything else fails with what was looked for."""
+    request = weights if isinstance(weights, WeightsRequest) else WeightsRequest(weights)
+    if request.name == "none":
         return WeightsSource("random initialisation (explicitly requested)", None)
-    if weights == "imagenet":
-        if not arch.startswith("efficientnet_lite"):
-            raise WeightsUnavailableError(
-                f"No offline ImageNet weights are available for {arch}: pass a local state-dict file "
-                "as weights=<path>, or weights='none' for random initialisation."
-            )
+    if request.name == "imagenet":
+        return _imagenet(arch, request)
+    path = Path(request.name)
+    if not path.is_file():
+        raise WeightsUnavailableError(f"Weights file {path} does not exist.")
+    return WeightsSource(f"local file {path}", _load_file(path))
+
+
+def _imagenet(arch: str, request: WeightsRequest) -> WeightsSource:
+    if arch.startswith("efficientnet_lite"):
         path = _efficientnet_lite_package(arch)
         state = torch.load(path, map_location="cpu", weights_only=True)
         return WeightsSource(f"ImageNet, from package file {path.name}", _remap_in_order(state, arch))
-    path = Path(weights)
-    if not path.is_file():
-        raise WeightsUnavailableError(f"Weights file {path} does not exist.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return WeightsSource(f"local file {path}", dict(state))
+    looked = []
+    if request.cache_dir is not None:
+        candidates = [request.cache_dir / f"{arch}{suffix}" for suffix in CACHE_SUFFIXES]
+        for candidate in candidates:
+            if candidate.is_file():
+                return WeightsSource(f"ImageNet, from cache file {candidate}", _load_file(candidate))
+        looked.append(f"no {arch}{{{','.join(CACHE_SUFFIXES)}}} in {request.cache_dir}")
+    else:
+        looked.append("no weights_dir given")
+    if request.allow_download:
+        return _download(arch)
+    raise WeightsUnavailableError(
+        f"No ImageNet weights for {arch} ({'; '.join(looked)}; downloads not allowed). Put timm's "
+        f"state dict for {arch} in weights_dir as {arch}.safetensors or {arch}.pth, set "
+        "allow_download where the network reaches the model hub, pass weights=<path>, or "
+        "weights='none' for random initialisation."
+    )
+
+
+def _download(arch: str) -> WeightsSource:
+    import timm
+
+    try:
+        model = timm.create_model(arch, pretrained=True)
+    except Exception as exc:  # hub, DNS, proxy or file errors all mean the same here
+        raise WeightsUnavailableError(
+            f"Downloading ImageNet weights for {arch} failed ({type(exc).__name__}: {exc}). "
+            "Use weights_dir with a local copy, or weights='none'."
+        ) from exc
+    tag = getattr(model, "pretrained_cfg", {}).get("hf_hub_id") or arch
+    return WeightsSource(f"ImageNet, downloaded by timm ({tag})", dict(model.state_dict()))
+
+
+def _load_file(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return dict(load_file(str(path)))
+    return dict(torch.load(path, map_location="cpu", weights_only=True))

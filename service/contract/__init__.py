@@ -8,6 +8,7 @@ Dependencies are numpy, Pillow and pydicom only - never torch.
 from service.contract.decode import DecodedImage, DecodeLimits, DicomInfo, SourceFormat, decode_image
 from service.contract.errors import InputError
 from service.contract.model_card import (
+    Calibration,
     DecisionThreshold,
     ModelCard,
     OodDetector,
@@ -16,9 +17,11 @@ from service.contract.model_card import (
     TrainingDataSummary,
 )
 from service.contract.preprocess import PREPROCESSING_VERSION, load_model_input, to_model_input
+from service.contract.raster import decode_array
 
 __all__ = [
     "PREPROCESSING_VERSION",
+    "Calibration",
     "DecisionThreshold",
     "DecodeLimits",
     "DecodedImage",
@@ -30,6 +33,7 @@ __all__ = [
     "SourceFormat",
     "SplitSummary",
     "TrainingDataSummary",
+    "decode_array",
     "decode_image",
     "load_model_input",
     "to_model_input",

@@ -58,6 +58,20 @@ class DecisionThreshold(_Strict):
     method: str
     validation_sensitivity: float | None = Field(None, description="at this threshold, on validation")
     validation_specificity: float | None = None
+    target_sensitivity: float | None = Field(
+        None, gt=0.0, le=1.0, description="the validation sensitivity it was chosen to reach; None = Youden"
+    )
+
+
+class Calibration(_Strict):
+    """How the exported probabilities were calibrated on validation (folded into the graph)."""
+
+    method: str
+    temperature: float = Field(gt=0.0, description="logits are divided by this before the softmax")
+    validation_ece_before: float = Field(ge=0.0, le=1.0, description="expected calibration error, T = 1")
+    validation_ece_after: float = Field(ge=0.0, le=1.0)
+    validation_cross_entropy_before: float = Field(ge=0.0)
+    validation_cross_entropy_after: float = Field(ge=0.0)
 
 
 class OodDetector(_Strict):
@@ -103,6 +117,7 @@ class ModelCard(_Strict):
     validation_metrics: dict[str, float | None] = Field(description="None = undefined for this split")
     majority_baseline: dict[str, float | None]
     decision_threshold: DecisionThreshold | None
+    calibration: Calibration | None = Field(None, description="None = raw softmax (temperature 1)")
     ood: OodDetector | None = None
     onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     opset: int

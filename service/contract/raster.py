@@ -1,6 +1,7 @@
-"""PNG and JPEG decoding with Pillow, to one float32 luminance plane."""
+"""PNG and JPEG decoding with Pillow, to one float32 luminance plane; pixel arrays the same way."""
 
 import io
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -13,6 +14,13 @@ from service.contract.sniff import SourceFormat
 # ITU-R BT.601 luma weights, applied in float so no rounding step differs between paths.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _PIL_FORMAT = {SourceFormat.PNG: "PNG", SourceFormat.JPEG: "JPEG"}
+# (channels, dtype) of an array -> the Pillow mode a PNG of it decodes to; 0 channels = (H, W).
+_ARRAY_MODES = {
+    (0, np.dtype(np.uint8)): "L",
+    (0, np.dtype(np.uint16)): "I;16",
+    (3, np.dtype(np.uint8)): "RGB",
+    (4, np.dtype(np.uint8)): "RGBA",
+}
 
 
 def decode_raster(data: bytes, source_format: SourceFormat, limits: DecodeLimits) -> DecodedImage:
@@ -45,6 +53,32 @@ def decode_raster(data: bytes, source_format: SourceFormat, limits: DecodeLimits
     except (OSError, SyntaxError, EOFError, MemoryError) as exc:
         raise InputError("corrupt_image", f"The {name} file is truncated or corrupt.") from exc
     return DecodedImage(pixels=pixels, source_format=source_format)
+
+
+def decode_array(array: npt.NDArray[Any], limits: DecodeLimits | None = None) -> DecodedImage:
+    """A pixel array (e.g. one row of a MedMNIST ``.npz``) -> the plane a PNG of it decodes to.
+
+    Accepts uint8 or uint16 gray ``(H, W)`` or ``(H, W, 1)``, and uint8 RGB ``(H, W, 3)`` or RGBA
+    ``(H, W, 4)``. The array becomes the Pillow image a PNG decoder would return and goes through
+    the same ``_luminance`` as every PNG and JPEG, so colour is reduced to luma by the same code.
+    """
+    pixels = np.asarray(array)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    channels = pixels.shape[2] if pixels.ndim == 3 else 0
+    # Native byte order, so a big-endian uint16 array is not read as a different Pillow mode.
+    native = pixels.dtype.newbyteorder("=") if pixels.dtype.kind == "u" else pixels.dtype
+    expected_mode = _ARRAY_MODES.get((channels, native)) if pixels.ndim in (2, 3) else None
+    if expected_mode is None:
+        raise InputError(
+            "unsupported_array",
+            f"A pixel array must be uint8/uint16 (H, W), or uint8 (H, W, 3) RGB or (H, W, 4) RGBA; "
+            f"got {pixels.dtype} with shape {pixels.shape}.",
+            status=422,
+        )
+    check_pixel_budget(pixels.shape[1], pixels.shape[0], limits or DecodeLimits())
+    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=native))
+    return DecodedImage(pixels=_luminance(image), source_format=SourceFormat.ARRAY)
 
 
 def _luminance(image: Image.Image) -> npt.NDArray[np.float32]:

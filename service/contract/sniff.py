@@ -14,6 +14,8 @@ class SourceFormat(StrEnum):
     PNG = "png"
     JPEG = "jpeg"
     DICOM = "dicom"
+    # Never sniffed from an upload: a pixel array handed to ``decode_array`` (a MedMNIST .npz row).
+    ARRAY = "array"
 
 
 def sniff_format(data: bytes) -> SourceFormat:

@@ -24,6 +24,7 @@ async def loaded_model(runtime: RuntimeDep) -> ModelInfo:
         class_names=list(card.class_names),
         pixel_contract=card.pixel_contract,
         decision_threshold=runtime.threshold,
+        calibration=card.calibration,
         out_of_distribution=card.ood,
         validation_metrics=dict(card.validation_metrics),
         majority_baseline=dict(card.majority_baseline),

@@ -283,7 +283,7 @@ async def predict(
         out_of_distribution=None
         if runtime.card.ood is None or inference.ood_score is None
         else OutOfDistribution(score=inference.ood_score, threshold=runtime.card.ood.threshold),
-        image=ImageInfo(source_format=film.source_format, width=film.width, height=film.height),
+        image=ImageInfo(source_format=film.source_format.value, width=film.width, height=film.height),
         dicom=None
         if dicom is None
         else DicomRef(study_instance_uid=dicom.study_instance_uid, sop_instance_uid=dicom.sop_instance_uid),

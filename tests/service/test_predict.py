@@ -164,6 +164,8 @@ def test_models_endpoint_describes_the_loaded_model(client: httpx.Client, card: 
     )
     assert body["validation_metrics"] == card.validation_metrics
     assert body["majority_baseline"] == card.majority_baseline
+    assert card.calibration is not None  # the tiny model is temperature-scaled like every trained one
+    assert body["calibration"] == card.calibration.model_dump()
     assert body["onnx_sha256"] == card.onnx_sha256
     assert body["execution_provider"] == "CPUExecutionProvider"
 

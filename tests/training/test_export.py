@@ -62,7 +62,7 @@ def test_exported_tiny_model_matches_pytorch_and_grad_cam(tiny_model_dir: Path, 
         images = torch.rand(batch, 1, summary.image_size, summary.image_size)
         probabilities, cam = session.run(None, {"image": images.numpy()})
         with torch.no_grad():
-            expected = torch.softmax(model(images), dim=1).numpy()
+            expected = torch.softmax(model(images) / summary.temperature, dim=1).numpy()
         assert probabilities.shape == (batch, 2)
         assert np.max(np.abs(probabilities - expected)) <= PARITY_TOLERANCE
         assert cam.shape[:2] == (batch, 2)
@@ -80,6 +80,11 @@ def test_model_card_describes_the_exported_file(tiny_model_dir: Path, tiny_run_d
     summary = read_summary(tiny_run_dir)
     assert card.validation_metrics == summary.validation_metrics
     assert card.majority_baseline["auc"] == pytest.approx(0.5)
+    # Temperature scaling is folded into the graph and recorded; the threshold was set after it.
+    assert card.calibration is not None and card.calibration == summary.calibration
+    assert card.calibration.validation_cross_entropy_after <= card.calibration.validation_cross_entropy_before
+    assert card.decision_threshold.target_sensitivity == 0.95
+    assert (card.decision_threshold.validation_sensitivity or 0) >= 0.95
     splits = card.training_data.splits
     assert splits["train"].images + splits["validation"].images == 48
     assert json.loads((tiny_model_dir / CARD_FILENAME).read_text())["created_at"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from training.backbones import create_model
-from training.weights import WeightsUnavailableError, resolve_weights
+from training.weights import WeightsRequest, WeightsUnavailableError, resolve_weights
 
 
 def test_efficientnet_lite0_imagenet_weights_come_from_the_package() -> None:
@@ -38,3 +38,31 @@ def test_weights_from_a_local_state_dict_file(tmp_path: Path) -> None:
 def test_unknown_backbone_lists_the_available_ones() -> None:
     with pytest.raises(ValueError, match="efficientnet_lite0"):
         create_model("resnet9000", num_classes=2)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_imagenet_weights_from_the_named_cache_folder(tmp_path: Path, suffix: str) -> None:
+    import timm
+    from safetensors.torch import save_file
+
+    reference = timm.create_model("resnet18", pretrained=False).state_dict()
+    path = tmp_path / f"resnet18{suffix}"
+    if suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in reference.items()}, str(path))
+    else:
+        torch.save(reference, path)
+    built = create_model("resnet18", 2, WeightsRequest("imagenet", cache_dir=tmp_path))
+    assert built.weights.description == f"ImageNet, from cache file {path}"
+    features: Any = built.model.features
+    assert torch.equal(features.body.conv1.weight, reference["conv1.weight"])
+
+
+def test_missing_cache_entry_says_where_it_looked_and_that_downloads_are_off(tmp_path: Path) -> None:
+    with pytest.raises(WeightsUnavailableError, match=rf"no resnet50.* in {tmp_path}.*downloads not allowed"):
+        resolve_weights("resnet50", WeightsRequest("imagenet", cache_dir=tmp_path))
+
+
+def test_a_permitted_download_that_cannot_happen_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without the hub, whatever this one has
+    with pytest.raises(WeightsUnavailableError, match="Downloading ImageNet weights for resnet18 failed"):
+        resolve_weights("resnet18", WeightsRequest("imagenet", allow_download=True))

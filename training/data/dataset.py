@@ -1,20 +1,13 @@
-"""Tensors for training: every file goes through ``service.contract.load_model_input``."""
+"""Tensors for training: every film goes through the service's preprocessing contract, a file by
+``service.contract.load_model_input``, an .npz row by ``decode_array`` + ``to_model_input``."""
 
 from collections.abc import Sequence
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from service.contract import load_model_input
+from training.data.inputs import load_inputs
 from training.data.scan import Sample
-
-
-def load_input(path: Path, height: int, width: int) -> np.ndarray:
-    """One file -> the model input the service would compute from the same bytes."""
-    tensor, _ = load_model_input(path.read_bytes(), height, width)
-    return tensor
 
 
 class FilmDataset(Dataset[tuple[torch.Tensor, int]]):
@@ -25,7 +18,7 @@ class FilmDataset(Dataset[tuple[torch.Tensor, int]]):
 
     def __init__(self, samples: Sequence[Sample], height: int, width: int) -> None:
         self.samples = list(samples)
-        self.inputs = torch.from_numpy(np.stack([load_input(s.path, height, width) for s in self.samples]))
+        self.inputs = torch.from_numpy(load_inputs(self.samples, height, width))
         self.labels = torch.tensor([s.label for s in self.samples], dtype=torch.long)
 
     def __len__(self) -> int:
