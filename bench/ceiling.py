@@ -2,6 +2,9 @@
 
     python -m bench.ceiling --model models/cxr-pneumonia/5 --int8 models/cxr-pneumonia/5-int8 \\
         --torch-run runs/kermany-default --out reports/bench/ceiling.json
+    # on a GPU machine (CUDA or TensorRT), with the fp16 version:
+    python -m bench.ceiling --provider cuda --model models/cxr-pneumonia/6 \\
+        --fp16 models/cxr-pneumonia/6-fp16 --batches 1 8 32 128 --out reports/bench/ceiling-gpu.json
 
 Inputs are real films pushed through the preprocessing contract (so the tensors are what the service
 feeds the graph). Every variant is timed in interleaved rounds, so a noisy neighbour slows all of them
@@ -30,6 +33,8 @@ import onnxruntime as ort
 from bench.films import film_paths
 from service.contract import ModelCard, load_model_input
 from service.contract.model_card import CAM_OUTPUT, CARD_FILENAME, ONNX_FILENAME, PROBABILITIES_OUTPUT
+from service.runtime import CPU, ProviderSpec, select_providers, tensorrt_options
+from service.settings import Settings
 
 Tensor = npt.NDArray[np.float32]
 
@@ -41,11 +46,20 @@ class Variant:
     step: Callable[[], object]
 
 
-def session(path: Path, threads: int) -> ort.InferenceSession:
+def session(path: Path, threads: int, providers: list[ProviderSpec] | None = None) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=providers or [CPU])
+
+
+def providers_for(provider: str, card: ModelCard, max_batch: int) -> list[ProviderSpec]:
+    """The service's own provider list for ``provider`` (TensorRT: its cache and batch profile)."""
+    settings = Settings(execution_provider=provider, max_batch_size=max_batch)
+    trt = tensorrt_options(settings, card) if provider == "tensorrt" else None
+    if trt is not None:
+        settings.trt_cache_dir.mkdir(parents=True, exist_ok=True)
+    return select_providers(provider, ort.get_available_providers(), trt)
 
 
 def load_films(folder: Path, count: int, card: ModelCard) -> Tensor:
@@ -133,6 +147,8 @@ def run_benchmark(
     films_dir: Path,
     *,
     int8_dir: Path | None = None,
+    fp16_dir: Path | None = None,
+    provider: str = "cpu",
     torch_run: Path | None = None,
     batches: tuple[int, ...] = (1, 8, 32),
     seconds: float = 10.0,
@@ -148,7 +164,10 @@ def run_benchmark(
         graphs = {"fp32 full graph": full, "fp32 forward only": forward, "fp32 forward + cam": with_cam}
         if int8_dir is not None:
             graphs["int8 full graph"] = int8_dir / ONNX_FILENAME
-        sessions = {name: session(path, threads) for name, path in graphs.items()}
+        if fp16_dir is not None:
+            graphs["fp16 full graph"] = fp16_dir / ONNX_FILENAME
+        providers = providers_for(provider, card, max(batches))
+        sessions = {name: session(path, threads, providers) for name, path in graphs.items()}
     variants = [
         Variant(f"{name} b{batch}", batch, partial(session.run, None, {"image": films[:batch]}))
         for batch in batches
@@ -160,11 +179,13 @@ def run_benchmark(
     return {
         "model": f"{card.name} {card.version}",
         "int8_model": str(int8_dir) if int8_dir else None,
+        "fp16_model": str(fp16_dir) if fp16_dir else None,
+        "provider": next(iter(sessions.values())).get_providers()[0],
         "onnxruntime": ort.__version__,
         "machine": f"{platform.processor() or platform.machine()}, {_cpu_count()} CPUs visible",
         "threads": threads or "ORT default",
         "results": results,
-        "ratios": ratios(results, batches, int8_dir is not None, torch_run is not None),
+        "ratios": ratios(results, batches, int8_dir is not None, torch_run is not None, fp16_dir is not None),
     }
 
 
@@ -173,7 +194,11 @@ def _cpu_count() -> int:
 
 
 def ratios(
-    results: dict[str, dict[str, float]], batches: tuple[int, ...], int8: bool, torch_run: bool
+    results: dict[str, dict[str, float]],
+    batches: tuple[int, ...],
+    int8: bool,
+    torch_run: bool,
+    fp16: bool = False,
 ) -> dict[str, float]:
     def ips(name: str) -> float:
         return results[name]["images_per_s"]
@@ -191,6 +216,8 @@ def ratios(
         )
         if int8:
             out[f"int8 / fp32 throughput b{b}"] = ips(f"int8 full graph b{b}") / ips(f"fp32 full graph b{b}")
+        if fp16:
+            out[f"fp16 / fp32 throughput b{b}"] = ips(f"fp16 full graph b{b}") / ips(f"fp32 full graph b{b}")
     if torch_run:
         for b in (1, max(batches)):
             out[f"grad-cam package / in-graph cam latency b{b}"] = p50(f"torch grad-cam package b{b}") / p50(
@@ -203,7 +230,8 @@ def ratios(
 
 
 def format_report(report: dict[str, Any]) -> str:
-    lines = [f"{report['model']} | onnxruntime {report['onnxruntime']} | {report['machine']}"]
+    provider = report.get("provider", "CPUExecutionProvider")
+    lines = [f"{report['model']} | onnxruntime {report['onnxruntime']} {provider} | {report['machine']}"]
     lines.append(f"{'variant':<40}{'images/s':>10}{'p50 ms':>10}{'p95 ms':>10}")
     for name, r in report["results"].items():
         lines.append(f"{name:<40}{r['images_per_s']:>10.1f}{r['p50_ms']:>10.2f}{r['p95_ms']:>10.2f}")
@@ -216,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ceiling", description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="fp32 store version")
     parser.add_argument("--int8", type=Path, help="its int8 version (python -m training quantize)")
+    parser.add_argument("--fp16", type=Path, help="its fp16 version (quantize --precision fp16)")
+    parser.add_argument("--provider", choices=["cpu", "cuda", "tensorrt"], default="cpu")
     parser.add_argument("--torch-run", type=Path, help="the run folder, to time pytorch-grad-cam")
     parser.add_argument("--films", type=Path, default=Path("../shared/data/kermany224/train"))
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
@@ -230,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         args.model,
         args.films,
         int8_dir=args.int8,
+        fp16_dir=args.fp16,
+        provider=args.provider,
         torch_run=args.torch_run,
         batches=tuple(args.batches),
         seconds=args.seconds,

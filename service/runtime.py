@@ -45,7 +45,10 @@ from service.settings import ACTIVE, LATEST, Settings
 logger = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
 CPU = "CPUExecutionProvider"
+GPU_PROVIDERS = (CUDA, TENSORRT)
+ProviderSpec = str | tuple[str, dict[str, str]]
 _PROBABILITY_SUM_TOLERANCE = 1e-3
 
 
@@ -127,10 +130,19 @@ def _active_dir(name_dir: Path) -> Path:
     return model_dir
 
 
-def select_providers(requested: str, available: list[str]) -> list[str]:
+def select_providers(
+    requested: str, available: list[str], tensorrt_options: dict[str, str] | None = None
+) -> list[ProviderSpec]:
     """Execution providers in preference order; CPU is always last so ORT can fall back per node."""
     if requested == "cpu":
         return [CPU]
+    if requested == "tensorrt":
+        if TENSORRT not in available or CUDA not in available:
+            raise ModelLoadError(
+                f"CXR_EXECUTION_PROVIDER=tensorrt but this onnxruntime build offers only {available}; "
+                "install onnxruntime-gpu and TensorRT, or set CXR_EXECUTION_PROVIDER=cuda, cpu or auto."
+            )
+        return [(TENSORRT, tensorrt_options or {}), CUDA, CPU]
     if CUDA in available:
         return [CUDA, CPU]
     if requested == "cuda":
@@ -240,6 +252,7 @@ class ModelRuntime:
         threshold_override: float | None = None,
         provider_fallback: str | None = None,
         batch_policy: BatchPolicy | None = None,
+        io_binding: bool = False,
     ) -> None:
         self.model_dir = model_dir
         self.card = card
@@ -252,6 +265,9 @@ class ModelRuntime:
         self.provider_fallback = provider_fallback
         self.threshold = _operating_point(card, threshold_override)
         self._outputs = [PROBABILITIES_OUTPUT, CAM_OUTPUT] + ([card.ood.output_name] if card.ood else [])
+        # On a GPU, I/O binding copies the batch to the device once and lets ORT allocate the outputs
+        # where it computes them, instead of per-run staging in session.run.
+        self.io_binding = io_binding
         self._batcher: MicroBatcher[Inference] = MicroBatcher(self.infer_batch, batch_policy or BatchPolicy())
 
     @classmethod
@@ -274,13 +290,19 @@ class ModelRuntime:
             )
         _refuse_external_data(model_bytes, onnx_path)
         available = ort.get_available_providers()
-        providers = select_providers(settings.execution_provider, available)
+        trt = None
+        if settings.execution_provider == "tensorrt":
+            settings.trt_cache_dir.mkdir(parents=True, exist_ok=True)
+            trt = tensorrt_options(settings, card)
+        providers = select_providers(settings.execution_provider, available, trt)
         session = _create_session(model_bytes, providers, settings, onnx_path)
         in_use = session.get_providers()[0]
-        if settings.execution_provider == "cuda" and in_use != CUDA:
+        wanted = {"cuda": CUDA, "tensorrt": TENSORRT}.get(settings.execution_provider)
+        if wanted is not None and in_use != wanted:
             raise ModelLoadError(
-                f"CXR_EXECUTION_PROVIDER=cuda but ONNX Runtime fell back to {in_use} (CUDA/cuDNN libraries "
-                "missing or no GPU visible); fix the GPU setup or set CXR_EXECUTION_PROVIDER=cpu or auto."
+                f"CXR_EXECUTION_PROVIDER={settings.execution_provider} but ONNX Runtime fell back to "
+                f"{in_use} (CUDA/cuDNN/TensorRT libraries missing or no GPU visible); fix the GPU setup "
+                "or set CXR_EXECUTION_PROVIDER=cpu or auto."
             )
         fallback = provider_fallback(settings.execution_provider, available, in_use)
         if fallback is not None:
@@ -296,6 +318,8 @@ class ModelRuntime:
             batch_policy=BatchPolicy(
                 max_batch=settings.max_batch_size, max_wait_s=settings.batch_wait_ms / 1000.0
             ),
+            io_binding=settings.io_binding == "on"
+            or (settings.io_binding == "auto" and in_use in GPU_PROVIDERS),
         )
         runtime._warm_up(onnx_path)
         if settings.model_dir is None and card.name != settings.model_name:
@@ -362,7 +386,7 @@ class ModelRuntime:
         batch = np.ascontiguousarray(films, dtype=np.float32)
         start = time.perf_counter()
         try:
-            outputs = self._session.run(self._outputs, {self.card.pixel_contract.input_name: batch})
+            outputs = self._run_bound(batch) if self.io_binding else self._run(batch)
         except Exception as exc:  # ORT raises its own Fail/RuntimeException/InvalidArgument types
             raise InferenceError(f"ONNX Runtime run failed ({type(exc).__name__})") from exc
         inference_ms = (time.perf_counter() - start) * 1000.0
@@ -385,6 +409,19 @@ class ModelRuntime:
             except ModelOutputError as exc:
                 results.append(exc)
         return results
+
+    def _run(self, batch: npt.NDArray[np.float32]) -> list[Any]:
+        outputs: list[Any] = self._session.run(self._outputs, {self.card.pixel_contract.input_name: batch})
+        return outputs
+
+    def _run_bound(self, batch: npt.NDArray[np.float32]) -> list[Any]:
+        binding = self._session.io_binding()
+        binding.bind_cpu_input(self.card.pixel_contract.input_name, batch)
+        for name in self._outputs:
+            binding.bind_output(name, "cpu")
+        self._session.run_with_iobinding(binding)
+        outputs: list[Any] = binding.copy_outputs_to_cpu()
+        return outputs
 
     def _checked_shape(self, name: str, values: npt.NDArray[Any], n: int, ndim: int) -> npt.NDArray[Any]:
         n_classes = len(self.card.class_names)
@@ -493,8 +530,26 @@ def _operating_point(card: ModelCard, override: float | None) -> DecisionThresho
     )
 
 
+def tensorrt_options(settings: Settings, card: ModelCard) -> dict[str, str]:
+    """TensorRT with a persistent engine cache and one optimisation profile spanning batch 1 to the
+    micro-batch limit, so no request shape triggers an engine rebuild while serving."""
+    contract = card.pixel_contract
+    name, shape = contract.input_name, f"1x{contract.height}x{contract.width}"
+    cache = str(settings.trt_cache_dir)
+    return {
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": cache,
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": cache,
+        "trt_fp16_enable": str(settings.trt_fp16),
+        "trt_profile_min_shapes": f"{name}:1x{shape}",
+        "trt_profile_opt_shapes": f"{name}:{settings.max_batch_size}x{shape}",
+        "trt_profile_max_shapes": f"{name}:{settings.max_batch_size}x{shape}",
+    }
+
+
 def _create_session(
-    model_bytes: bytes, providers: list[str], settings: Settings, onnx_path: Path
+    model_bytes: bytes, providers: list[ProviderSpec], settings: Settings, onnx_path: Path
 ) -> ort.InferenceSession:
     options = ort.SessionOptions()
     # ORT's default is one thread per core of the *host*: in a container limited to 2 CPUs on a

@@ -24,7 +24,7 @@ _PATH_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MIN_WATCH_S = 0.1
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
-ExecutionProvider = Literal["auto", "cuda", "cpu"]
+ExecutionProvider = Literal["auto", "cuda", "tensorrt", "cpu"]
 AuthMode = Literal["required", "disabled"]
 
 
@@ -68,7 +68,19 @@ class Settings(BaseSettings):
     execution_provider: ExecutionProvider = Field(
         "auto",
         description="auto = CUDA when usable, else CPU, reported as a fallback; cuda = refuse to start "
-        "without CUDA; cpu = CPU only.",
+        "without CUDA; tensorrt = TensorRT (CUDA and CPU for the nodes it leaves), refuse to start "
+        "without it; cpu = CPU only.",
+    )
+    trt_cache_dir: Path = Field(
+        Path("/tmp/cxr-trt-cache"),
+        description="TensorRT engine and timing cache: an engine is built once per model, GPU and batch "
+        "profile (minutes) and reused by later starts; mount a volume here to keep it across pods.",
+    )
+    trt_fp16: bool = Field(True, description="Let TensorRT run layers in fp16 (tensor cores).")
+    io_binding: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Bind inputs and outputs with ONNX Runtime I/O binding; auto = on for CUDA and "
+        "TensorRT, off for the CPU (where it saves nothing).",
     )
     # Faults: shutdown drain (reload and provider policy need no settings of their own).
     drain_seconds: float = Field(

@@ -89,11 +89,15 @@ def _parser() -> argparse.ArgumentParser:
     report_parser.add_argument("--run", dest="run_dir", type=Path, required=True, help="its run folder")
     report_parser.add_argument("--out", type=Path, help="write the report as JSON here")
     quantize_parser = commands.add_parser(
-        "quantize", help="publish an int8 version of an exported model, measured on validation"
+        "quantize",
+        help="publish an int8 (CPU) or fp16 (GPU) version of an exported model, measured on validation",
     )
     quantize_parser.add_argument("--model", type=Path, required=True, help="models/<name>/<version> (fp32)")
     quantize_parser.add_argument("--run", dest="run_dir", type=Path, required=True, help="its run folder")
-    quantize_parser.add_argument("--version", help="default: <source version>-int8")
+    quantize_parser.add_argument("--version", help="default: <source version>-<precision>")
+    quantize_parser.add_argument(
+        "--precision", choices=["int8", "fp16"], default="int8", help="int8 for CPUs, fp16 for GPUs"
+    )
     publish_parser = commands.add_parser(
         "publish",
         help="make a version active if it measures at least as well as the active one on the same films",
@@ -185,7 +189,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _quantize(args: argparse.Namespace) -> int:
     from training.quantize import quantize_model
 
-    print(quantize_model(args.model, args.run_dir, args.version))
+    print(quantize_model(args.model, args.run_dir, args.version, args.precision))
     return 0
 
 

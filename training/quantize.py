@@ -1,4 +1,5 @@
-"""INT8 static quantisation of an exported model, published as a new store version beside it.
+"""INT8 static quantisation (for CPUs) or an fp16 copy (for GPUs) of an exported model, published as
+a new store version beside it.
 
 Only the backbone's convolutions, their ReLU6 and the residual additions are quantised (QDQ,
 per-channel int8 weights, uint8 activations calibrated on training films): they are where the time
@@ -9,7 +10,8 @@ precision matrix would move the score by more than its threshold's margin.
 The new version is measured, not assumed: its validation metrics come from running the int8 graph
 on the run's validation films, the fp32 figures stand beside them, and the OOD threshold is re-set
 by the same validation-quantile rule on the int8 scores (the features moved, so the old threshold
-would refuse a different share of real films).
+would refuse a different share of real films). The fp16 version is measured the same way; its
+speed only shows on a GPU (CUDA or TensorRT), but its accuracy can be checked anywhere.
 """
 
 import logging
@@ -18,6 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -64,8 +67,14 @@ METHOD = (
     "weights, uint8 activations, MinMax calibration; operating point and OOD threshold re-set on "
     "validation by the source's rules"
 )
+FP16_METHOD = (
+    "onnxruntime.transformers.float16: every float tensor and operation in fp16, the image input and "
+    "the outputs kept float32 (the pixel contract is unchanged); operating point and OOD threshold "
+    "re-set on validation by the source's rules"
+)
 _BATCH = 32
 FloatArray = npt.NDArray[np.float32]
+Precision = Literal["int8", "fp16"]
 
 
 class _Films(CalibrationDataReader):  # type: ignore[misc]  # ORT ships no type hints
@@ -153,6 +162,13 @@ def _quantise_graph(source: Path, target: Path, input_name: str, calibration: Fl
         raise ValueError(f"{source} has no convolution to quantise")
 
 
+def _half_graph(source: Path, target: Path) -> None:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    onnx.save(model, str(target))
+
+
 def _requantised_ood(ood: OodDetector | None, scores: FloatArray | None) -> OodDetector | None:
     if ood is None or scores is None:
         return None
@@ -161,26 +177,36 @@ def _requantised_ood(ood: OodDetector | None, scores: FloatArray | None) -> OodD
     return ood.model_copy(update={"threshold": threshold, "validation_rejection_rate": rate})
 
 
-def quantize_model(model_dir: Path, run_dir: Path, version: str | None = None) -> Path:
-    """Quantise ``model_dir`` (an fp32 store version exported from ``run_dir``) into a sibling version."""
+def quantize_model(
+    model_dir: Path, run_dir: Path, version: str | None = None, precision: Precision = "int8"
+) -> Path:
+    """Quantise ``model_dir`` (an fp32 store version exported from ``run_dir``) into a sibling version
+    (default name ``<version>-<precision>``)."""
     card = ModelCard.model_validate_json((model_dir / CARD_FILENAME).read_text())
     if card.quantisation is not None:
         raise ValueError(f"{model_dir} is already quantised ({card.quantisation.method})")
     if read_summary(run_dir).class_names != card.class_names:
         raise ValueError(f"run {run_dir} does not match model {card.name} {card.version}: class names differ")
-    version = version or f"{card.version}-int8"
+    version = version or f"{card.version}-{precision}"
     target = model_dir.parent / version
     if target.exists():
         raise FileExistsError(f"{target} already exists; versions are immutable")
     contract, names = card.pixel_contract, card.class_names
     data = load_split(run_dir, names, contract.height)
     validation, labels = data.validation.inputs.numpy(), data.validation.labels.numpy()
-    calibration = _calibration_films(data.train.inputs.numpy(), data.train.labels.numpy())
+    calibration = (
+        _calibration_films(data.train.inputs.numpy(), data.train.labels.numpy())
+        if precision == "int8"
+        else np.zeros((0, 1, contract.height, contract.width), dtype=np.float32)
+    )
 
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{version}-") as staging_name:
         staging = Path(staging_name)
         onnx_path = staging / ONNX_FILENAME
-        _quantise_graph(model_dir / ONNX_FILENAME, onnx_path, contract.input_name, calibration)
+        if precision == "int8":
+            _quantise_graph(model_dir / ONNX_FILENAME, onnx_path, contract.input_name, calibration)
+        else:
+            _half_graph(model_dir / ONNX_FILENAME, onnx_path)
         reference = run_graph(model_dir / ONNX_FILENAME, card, validation)
         quantised = run_graph(onnx_path, card, validation)
         decision = _rederived(card.decision_threshold, names, labels, quantised.probabilities)
@@ -189,11 +215,11 @@ def quantize_model(model_dir: Path, run_dir: Path, version: str | None = None) -
             decision_rule(card.decision_threshold, names),
         )
         metrics = classification_metrics(labels, quantised.probabilities.astype(np.float64), *point)
-        check_not_collapsed(metrics, names, f"int8 model {card.name} {version} validation")
+        check_not_collapsed(metrics, names, f"{precision} model {card.name} {version} validation")
         called = predict_labels(quantised.probabilities.astype(np.float64), *point)
         source_called = predict_labels(reference.probabilities.astype(np.float64), *source_point)
         quantisation = Quantisation(
-            method=METHOD,
+            method=METHOD if precision == "int8" else FP16_METHOD,
             source_version=card.version,
             source_sha256=card.onnx_sha256,
             calibration_films=len(calibration),
@@ -225,5 +251,5 @@ def quantize_model(model_dir: Path, run_dir: Path, version: str | None = None) -
             if extra.name not in (CARD_FILENAME, ONNX_FILENAME):
                 shutil.copy2(extra, staging / extra.name)
         move_into_store(staging, target)
-    log.info("quantised %s %s to %s", card.name, card.version, target)
+    log.info("%s version of %s %s written to %s", precision, card.name, card.version, target)
     return target

@@ -90,7 +90,9 @@ class Quantisation(_Strict):
     method: str
     source_version: str
     source_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    calibration_films: int = Field(gt=0, description="training-split films that set activation ranges")
+    calibration_films: int = Field(
+        ge=0, description="training-split films that set activation ranges (0: fp16, nothing to calibrate)"
+    )
     source_validation_metrics: dict[str, float | None]
     max_probability_difference: float = Field(ge=0.0, description="vs the source, on validation")
     decision_agreement: float = Field(ge=0.0, le=1.0, description="share of validation films called alike")

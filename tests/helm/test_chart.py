@@ -406,7 +406,7 @@ def test_a_config_change_rolls_the_pods(helm: Helm, releases: dict[str, Release]
         {"replicas": 3},  # unknown key
         {"config": {"drainSecond": 5}},  # unknown nested key (typo)
         {"config": {"auth": "optional"}},
-        {"config": {"executionProvider": "tensorrt"}},
+        {"config": {"executionProvider": "rocm"}},
         {"config": {"modelVersion": "../other-model"}},
         {"config": {"maxUploadBytes": 1.5}},
         {"config": {"modelWatchS": 0.01}},
@@ -455,6 +455,7 @@ def test_values_schema_accepts_good_values(helm: Helm) -> None:
     ("values", "message"),
     [
         ({"config": {"executionProvider": "cuda"}}, "refuse to start without a GPU"),
+        ({"config": {"executionProvider": "tensorrt"}}, "tensorrt but gpu.enabled is false"),
         ({"gpu": {"enabled": True}, "config": {"executionProvider": "cpu"}}, "never uses"),
         ({"config": {"modelVersion": "5"}}, "pinned version"),
         ({"apiKeys": {"create": True}}, "at least one entry"),

@@ -11,7 +11,16 @@ import pytest
 
 from service.contract import ModelCard
 from service.contract.model_card import CARD_FILENAME, ONNX_FILENAME
-from service.runtime import CPU, CUDA, ModelLoadError, ModelRuntime, resolve_model_dir, select_providers
+from service.runtime import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    ModelLoadError,
+    ModelRuntime,
+    resolve_model_dir,
+    select_providers,
+    tensorrt_options,
+)
 from service.settings import Settings
 
 
@@ -143,6 +152,37 @@ def test_provider_selection() -> None:
     assert select_providers("cuda", [CUDA, CPU]) == [CUDA, CPU]
     with pytest.raises(ModelLoadError, match="CXR_EXECUTION_PROVIDER=cuda"):
         select_providers("cuda", ["AzureExecutionProvider", CPU])
+    options = {"trt_engine_cache_enable": "True"}
+    assert select_providers("tensorrt", [TENSORRT, CUDA, CPU], options) == [(TENSORRT, options), CUDA, CPU]
+    with pytest.raises(ModelLoadError, match="CXR_EXECUTION_PROVIDER=tensorrt"):
+        select_providers("tensorrt", [CUDA, CPU])
+
+
+def test_tensorrt_options_cache_engines_and_cover_every_micro_batch(card: ModelCard, tmp_path: Path) -> None:
+    options = tensorrt_options(Settings(trt_cache_dir=tmp_path, max_batch_size=8, trt_fp16=True), card)
+    assert options["trt_engine_cache_enable"] == "True" and options["trt_engine_cache_path"] == str(tmp_path)
+    assert options["trt_fp16_enable"] == "True"
+    assert options["trt_profile_min_shapes"] == "image:1x1x64x64"
+    assert options["trt_profile_max_shapes"] == options["trt_profile_opt_shapes"] == "image:8x1x64x64"
+
+
+@pytest.mark.skipif(TENSORRT in ort.get_available_providers(), reason="this machine has TensorRT")
+def test_tensorrt_requested_without_tensorrt_fails_fast(tiny_model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="CXR_EXECUTION_PROVIDER=tensorrt"):
+        ModelRuntime.load(
+            Settings(model_dir=tiny_model_dir, execution_provider="tensorrt", trt_cache_dir=tmp_path / "trt")
+        )
+
+
+def test_io_binding_gives_the_same_outputs_as_a_plain_run(tiny_model_dir: Path) -> None:
+    bound = _load(tiny_model_dir, io_binding="on")
+    plain = _load(tiny_model_dir)
+    assert bound.io_binding and not plain.io_binding  # auto: off on the CPU
+    films = np.random.default_rng(0).random((3, 1, 64, 64), dtype=np.float32)
+    for a, b in zip(bound.infer_batch(films), plain.infer_batch(films), strict=True):
+        assert not isinstance(a, Exception) and not isinstance(b, Exception)
+        assert np.array_equal(a.probabilities, b.probabilities) and np.array_equal(a.cams, b.cams)
+        assert a.ood_score == b.ood_score
 
 
 @pytest.mark.skipif(CUDA in ort.get_available_providers(), reason="this machine has CUDA")

@@ -75,3 +75,31 @@ def test_cam_correlation_is_pearson_per_map() -> None:
     assert mean_cam_correlation(maps, -maps) == pytest.approx(-1.0)
     flat = np.zeros_like(maps)
     assert mean_cam_correlation(flat, flat) == pytest.approx(1.0)
+
+
+def test_fp16_version_is_a_measured_half_precision_graph_the_service_loads(
+    quantised: tuple[Path, Path], tiny_run_dir: Path
+) -> None:
+    source, _ = quantised
+    target = quantize_model(source, tiny_run_dir, precision="fp16")
+    assert target == source.parent / "1-fp16"
+    graph = onnx.load(str(target / ONNX_FILENAME)).graph
+    kinds = Counter(t.data_type for t in graph.initializer)
+    assert kinds[onnx.TensorProto.FLOAT16] > 0 and kinds[onnx.TensorProto.FLOAT] == 0  # weights in fp16 ...
+    # ... but the pixel contract's input and every output stay float32.
+    float32 = onnx.TensorProto.FLOAT
+    assert [i.type.tensor_type.elem_type for i in graph.input] == [float32]
+    assert {o.type.tensor_type.elem_type for o in graph.output} == {float32}
+    card, source_card = _card(target), _card(source)
+    q = card.quantisation
+    assert q is not None and q.method.startswith("onnxruntime.transformers.float16")
+    assert q.calibration_films == 0
+    # fp16 keeps about three decimal digits: the float graph's calls and maps are kept.
+    assert q.max_probability_difference < 0.01 and q.decision_agreement >= 0.95 and q.cam_correlation > 0.99
+    assert card.validation_metrics["auc"] == pytest.approx(source_card.validation_metrics["auc"], abs=0.01)
+    runtime = ModelRuntime.load(Settings(model_dir=target, execution_provider="cpu"))
+    image, _ = runtime.prepare(png_bytes(np.linspace(0.0, 1.0, 64 * 64).reshape(64, 64)), max_pixels=10**6)
+    result = runtime.infer(image)
+    assert result.probabilities.dtype == np.float32 and result.probabilities.sum() == pytest.approx(
+        1.0, abs=1e-3
+    )

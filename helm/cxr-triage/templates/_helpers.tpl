@@ -175,8 +175,8 @@ Checks across values that a JSON schema cannot express; each stops the render wi
 {{- fail (printf "terminationGracePeriodSeconds (%v) must exceed lifecycle.preStopSleepSeconds + config.drainSeconds + config.requestTimeoutS (%v): SIGKILL would cut off requests still being served while draining" .Values.terminationGracePeriodSeconds $needed) }}
 {{- end }}
 {{- $provider := include "cxr-triage.executionProvider" . }}
-{{- if and (eq $provider "cuda") (not .Values.gpu.enabled) }}
-{{- fail "config.executionProvider is cuda but gpu.enabled is false: the service would refuse to start without a GPU" }}
+{{- if and (has $provider (list "cuda" "tensorrt")) (not .Values.gpu.enabled) }}
+{{- fail (printf "config.executionProvider is %s but gpu.enabled is false: the service would refuse to start without a GPU" $provider) }}
 {{- end }}
 {{- if and (eq $provider "cpu") .Values.gpu.enabled }}
 {{- fail "gpu.enabled reserves a GPU that config.executionProvider=cpu never uses" }}
