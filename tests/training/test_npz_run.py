@@ -8,6 +8,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from service.runtime import ModelRuntime
+from service.settings import Settings
 from tests.factories import chest_like
 from training import run_folder
 from training.config import TrainConfig
@@ -113,6 +115,12 @@ def test_checkpoint_and_exported_model_score_the_test_split_alike(npz_run: Path,
     assert len(onnx.scores.per_class) == 3 and not onnx.collapsed
     for name in ("report.md", "roc.png", "confusion_matrix.png", "reliability.png", "gradcam_gallery.png"):
         assert (tmp_path / "onnx" / name).stat().st_size > 0, name
+    # The service serves a three-class model unchanged: argmax, no binary operating point.
+    runtime = ModelRuntime.load(Settings(model_dir=model_dir, execution_provider="cpu"))
+    assert runtime.threshold is None and runtime.card.class_names == CLASSES
+    film = FilmDataset([row.sample(CLASSES) for row in run_folder.read_split(npz_run)][:1], SIZE, SIZE)
+    inference = runtime.infer(film.inputs.numpy()[0])
+    assert inference.probabilities.shape == (3,) and inference.cams.shape[0] == 3
 
 
 def test_publish_reads_the_run_films_through_the_same_contract(npz_run: Path) -> None:
