@@ -37,19 +37,30 @@ def calibrated_probabilities(logits: npt.NDArray[np.floating], temperature: floa
     return out
 
 
-def expected_calibration_error(labels: IntArray, probabilities: FloatArray, bins: int = ECE_BINS) -> float:
-    """Top-class confidence vs accuracy over equal-width bins, weighted by the bin's share of films."""
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == labels
+def calibration_bins(predicted: FloatArray, bins: int = ECE_BINS) -> IntArray:
+    """Each value's bin among ``bins`` equal-width bins (lower, upper] over [0, 1]."""
     edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    which: IntArray = np.clip(np.digitize(predicted, edges[1:-1], right=True), 0, bins - 1).astype(np.int64)
+    return which
+
+
+def binned_calibration_error(
+    outcome: npt.NDArray[np.bool_], predicted: FloatArray, bins: int = ECE_BINS
+) -> float:
+    """Sum over bins of (share of films in the bin) x |observed rate - mean predicted|."""
+    which = calibration_bins(predicted, bins)
     total = 0.0
     for b in range(bins):
         members = which == b
         if np.any(members):
-            gap = float(np.mean(correct[members])) - float(np.mean(confidence[members]))
+            gap = float(np.mean(outcome[members])) - float(np.mean(predicted[members]))
             total += float(np.mean(members)) * abs(gap)
     return total
+
+
+def expected_calibration_error(labels: IntArray, probabilities: FloatArray, bins: int = ECE_BINS) -> float:
+    """Top-class confidence against argmax accuracy."""
+    return binned_calibration_error(probabilities.argmax(axis=1) == labels, probabilities.max(axis=1), bins)
 
 
 def sensitivity_threshold(

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import roc_curve
 
+from training.calibration import ECE_BINS, binned_calibration_error, calibration_bins
 from training.evaluation.results import (
     ClassScores,
     Metrics,
@@ -21,7 +22,6 @@ from training.evaluation.results import (
 )
 from training.metrics import FloatArray, IntArray, classification_metrics, predict_labels
 
-ECE_BINS = 15
 BoolArray = npt.NDArray[np.bool_]
 
 
@@ -139,18 +139,16 @@ def reliability(
     """Equal-width bins (lower, upper] of ``predicted`` over [0, 1]; ECE weights each bin's
     |observed rate - mean predicted| by its share of films (empty bins weigh nothing).
 
-    Same binning as ``training.calibration.expected_calibration_error``, which fits the temperature.
+    The bins and the ECE are ``training.calibration``'s, which the temperature fit reports too.
     """
     edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(predicted, edges[1:-1], right=True), 0, bins - 1)
-    rows, ece = [], 0.0
+    which = calibration_bins(predicted, bins)
+    rows = []
     for b in range(bins):
         members = which == b
         count = int(np.sum(members))
         mean_predicted = float(np.mean(predicted[members])) if count else None
         observed = float(np.mean(outcome[members])) if count else None
-        if mean_predicted is not None and observed is not None:
-            ece += count / len(predicted) * abs(observed - mean_predicted)
         rows.append(
             ReliabilityBin(
                 lower=float(edges[b]),
@@ -160,7 +158,7 @@ def reliability(
                 observed=observed,
             )
         )
-    return Reliability(quantity=quantity, ece=float(ece), bins=rows)
+    return Reliability(quantity=quantity, ece=binned_calibration_error(outcome, predicted, bins), bins=rows)
 
 
 def calibration(
