@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.metrics import roc_curve
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from training.calibration import ECE_BINS, binned_calibration_error, calibration_bins
 from training.evaluation.results import (
@@ -34,26 +34,11 @@ def confusion_matrix(labels: IntArray, predicted: IntArray, num_classes: int) ->
 
 
 def binary_auc(is_positive: BoolArray, scores: FloatArray) -> float | None:
-    """ROC AUC as the Mann-Whitney statistic (ties count one half, as in scikit-learn); None with
-    only one kind of film. Rank-based, so a thousand bootstrap resamples stay cheap."""
-    positives = int(np.sum(is_positive))
-    negatives = len(is_positive) - positives
-    if positives == 0 or negatives == 0:
+    """ROC AUC of ``scores`` for ``is_positive`` (scikit-learn's, ties counting one half); None with
+    only one kind of film, where it is undefined."""
+    if is_positive.all() or not is_positive.any():
         return None
-    ranks = average_ranks(scores)
-    return float((np.sum(ranks[is_positive]) - positives * (positives + 1) / 2) / (positives * negatives))
-
-
-def average_ranks(values: FloatArray) -> FloatArray:
-    """1-based ranks, tied values sharing the mean of their ranks (``scipy.stats.rankdata``'s default)."""
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    starts_group = np.concatenate(([True], ordered[1:] != ordered[:-1]))
-    starts = np.flatnonzero(starts_group)
-    ends = np.append(starts[1:], len(values))
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = ((starts + 1 + ends) / 2.0)[np.cumsum(starts_group) - 1]
-    return ranks
+    return float(roc_auc_score(is_positive, scores))
 
 
 def one_vs_rest_aucs(labels: IntArray, probabilities: FloatArray) -> list[float | None]:
@@ -61,7 +46,8 @@ def one_vs_rest_aucs(labels: IntArray, probabilities: FloatArray) -> list[float 
 
 
 def summary_auc(labels: IntArray, probabilities: FloatArray) -> float | None:
-    """``training.metrics.auc`` by ranks: p(class 1) for two classes, else the macro one-vs-rest mean."""
+    """As ``training.metrics.auc``: p(class 1) for two classes, else the macro one-vs-rest mean; None
+    where a class is missing (a bootstrap resample keeps every class, so only for odd inputs)."""
     if probabilities.shape[1] == 2:
         return binary_auc(labels == 1, probabilities[:, 1])
     aucs = one_vs_rest_aucs(labels, probabilities)
