@@ -33,7 +33,14 @@ import onnxruntime as ort
 from bench.films import film_paths
 from service.contract import ModelCard, load_model_input
 from service.contract.model_card import CAM_OUTPUT, CARD_FILENAME, ONNX_FILENAME, PROBABILITIES_OUTPUT
-from service.runtime import CPU, ProviderSpec, select_providers, tensorrt_options
+from service.runtime import (
+    CPU,
+    ProviderSpec,
+    cuda_options,
+    select_providers,
+    session_options,
+    tensorrt_options,
+)
 from service.settings import Settings
 
 Tensor = npt.NDArray[np.float32]
@@ -47,19 +54,20 @@ class Variant:
 
 
 def session(path: Path, threads: int, providers: list[ProviderSpec] | None = None) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    """A session as the service makes it (``service.runtime.session_options``); threads 0 = its default."""
+    options = session_options(Settings(intra_op_threads=threads))
     return ort.InferenceSession(str(path), options, providers=providers or [CPU])
 
 
-def providers_for(provider: str, card: ModelCard, max_batch: int) -> list[ProviderSpec]:
+def providers_for(provider: str, card: ModelCard, max_batch: int, cudnn_search: str) -> list[ProviderSpec]:
     """The service's own provider list for ``provider`` (TensorRT: its cache and batch profile)."""
-    settings = Settings(execution_provider=provider, max_batch_size=max_batch)
+    settings = Settings(
+        execution_provider=provider, max_batch_size=max_batch, cudnn_conv_algo_search=cudnn_search
+    )
     trt = tensorrt_options(settings, card) if provider == "tensorrt" else None
     if trt is not None:
         settings.trt_cache_dir.mkdir(parents=True, exist_ok=True)
-    return select_providers(provider, ort.get_available_providers(), trt)
+    return select_providers(provider, ort.get_available_providers(), trt, cuda_options(settings))
 
 
 def load_films(folder: Path, count: int, card: ModelCard) -> Tensor:
@@ -149,6 +157,7 @@ def run_benchmark(
     int8_dir: Path | None = None,
     fp16_dir: Path | None = None,
     provider: str = "cpu",
+    cudnn_search: str = "heuristic",
     torch_run: Path | None = None,
     batches: tuple[int, ...] = (1, 8, 32),
     seconds: float = 10.0,
@@ -166,12 +175,17 @@ def run_benchmark(
             graphs["int8 full graph"] = int8_dir / ONNX_FILENAME
         if fp16_dir is not None:
             graphs["fp16 full graph"] = fp16_dir / ONNX_FILENAME
-        providers = providers_for(provider, card, max(batches))
-        sessions = {name: session(path, threads, providers) for name, path in graphs.items()}
+        providers = providers_for(provider, card, max(batches), cudnn_search)
+        # One session per graph and batch: on CUDA every change of input shape re-plans the graph
+        # (seconds for fp16), which a shared session would time as if it were the model.
+        sessions = {
+            (name, batch): session(path, threads, providers)
+            for batch in batches
+            for name, path in graphs.items()
+        }
     variants = [
-        Variant(f"{name} b{batch}", batch, partial(session.run, None, {"image": films[:batch]}))
-        for batch in batches
-        for name, session in sessions.items()
+        Variant(f"{name} b{batch}", batch, partial(s.run, None, {"image": films[:batch]}))
+        for (name, batch), s in sessions.items()
     ]
     if torch_run is not None:
         variants += _torch_variants(torch_run, films, [1, max(batches)], threads)
@@ -181,6 +195,7 @@ def run_benchmark(
         "int8_model": str(int8_dir) if int8_dir else None,
         "fp16_model": str(fp16_dir) if fp16_dir else None,
         "provider": next(iter(sessions.values())).get_providers()[0],
+        "cudnn_conv_algo_search": cudnn_search if provider != "cpu" else None,
         "onnxruntime": ort.__version__,
         "machine": f"{platform.processor() or platform.machine()}, {_cpu_count()} CPUs visible",
         "threads": threads or "ORT default",
@@ -246,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--int8", type=Path, help="its int8 version (python -m training quantize)")
     parser.add_argument("--fp16", type=Path, help="its fp16 version (quantize --precision fp16)")
     parser.add_argument("--provider", choices=["cpu", "cuda", "tensorrt"], default="cpu")
+    parser.add_argument("--cudnn-search", choices=["heuristic", "exhaustive", "default"], default="heuristic")
     parser.add_argument("--torch-run", type=Path, help="the run folder, to time pytorch-grad-cam")
     parser.add_argument("--films", type=Path, default=Path("../shared/data/kermany224/train"))
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
@@ -262,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         int8_dir=args.int8,
         fp16_dir=args.fp16,
         provider=args.provider,
+        cudnn_search=args.cudnn_search,
         torch_run=args.torch_run,
         batches=tuple(args.batches),
         seconds=args.seconds,

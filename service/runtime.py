@@ -131,9 +131,13 @@ def _active_dir(name_dir: Path) -> Path:
 
 
 def select_providers(
-    requested: str, available: list[str], tensorrt_options: dict[str, str] | None = None
+    requested: str,
+    available: list[str],
+    tensorrt_options: dict[str, str] | None = None,
+    cuda_options: dict[str, str] | None = None,
 ) -> list[ProviderSpec]:
     """Execution providers in preference order; CPU is always last so ORT can fall back per node."""
+    cuda: ProviderSpec = (CUDA, cuda_options) if cuda_options else CUDA
     if requested == "cpu":
         return [CPU]
     if requested == "tensorrt":
@@ -142,9 +146,9 @@ def select_providers(
                 f"CXR_EXECUTION_PROVIDER=tensorrt but this onnxruntime build offers only {available}; "
                 "install onnxruntime-gpu and TensorRT, or set CXR_EXECUTION_PROVIDER=cuda, cpu or auto."
             )
-        return [(TENSORRT, tensorrt_options or {}), CUDA, CPU]
+        return [(TENSORRT, tensorrt_options or {}), cuda, CPU]
     if CUDA in available:
-        return [CUDA, CPU]
+        return [cuda, CPU]
     if requested == "cuda":
         raise ModelLoadError(
             f"CXR_EXECUTION_PROVIDER=cuda but this onnxruntime build offers only {available}; "
@@ -253,6 +257,7 @@ class ModelRuntime:
         provider_fallback: str | None = None,
         batch_policy: BatchPolicy | None = None,
         io_binding: bool = False,
+        pad_to: int | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.card = card
@@ -268,6 +273,9 @@ class ModelRuntime:
         # On a GPU, I/O binding copies the batch to the device once and lets ORT allocate the outputs
         # where it computes them, instead of per-run staging in session.run.
         self.io_binding = io_binding
+        # Fixed-shape runs: every batch is padded with blank films to this size and the padding's
+        # outputs dropped. The CUDA provider re-plans on every change of input shape.
+        self.pad_to = pad_to
         self._batcher: MicroBatcher[Inference] = MicroBatcher(self.infer_batch, batch_policy or BatchPolicy())
 
     @classmethod
@@ -294,7 +302,7 @@ class ModelRuntime:
         if settings.execution_provider == "tensorrt":
             settings.trt_cache_dir.mkdir(parents=True, exist_ok=True)
             trt = tensorrt_options(settings, card)
-        providers = select_providers(settings.execution_provider, available, trt)
+        providers = select_providers(settings.execution_provider, available, trt, cuda_options(settings))
         session = _create_session(model_bytes, providers, settings, onnx_path)
         in_use = session.get_providers()[0]
         wanted = {"cuda": CUDA, "tensorrt": TENSORRT}.get(settings.execution_provider)
@@ -318,8 +326,8 @@ class ModelRuntime:
             batch_policy=BatchPolicy(
                 max_batch=settings.max_batch_size, max_wait_s=settings.batch_wait_ms / 1000.0
             ),
-            io_binding=settings.io_binding == "on"
-            or (settings.io_binding == "auto" and in_use in GPU_PROVIDERS),
+            io_binding=_switch(settings.io_binding, in_use),
+            pad_to=settings.max_batch_size if _switch(settings.pad_batches, in_use) else None,
         )
         runtime._warm_up(onnx_path)
         if settings.model_dir is None and card.name != settings.model_name:
@@ -384,16 +392,23 @@ class ModelRuntime:
         whole run is unusable, and the session stays usable. ORT sessions allow concurrent runs.
         """
         batch = np.ascontiguousarray(films, dtype=np.float32)
+        n = len(batch)
+        if self.pad_to is not None and n < self.pad_to:
+            batch = np.concatenate([batch, np.zeros((self.pad_to - n, *batch.shape[1:]), dtype=np.float32)])
         start = time.perf_counter()
         try:
             outputs = self._run_bound(batch) if self.io_binding else self._run(batch)
         except Exception as exc:  # ORT raises its own Fail/RuntimeException/InvalidArgument types
             raise InferenceError(f"ONNX Runtime run failed ({type(exc).__name__})") from exc
         inference_ms = (time.perf_counter() - start) * 1000.0
-        n = len(batch)
-        probabilities = self._checked_shape(PROBABILITIES_OUTPUT, np.asarray(outputs[0]), n, 2)
-        cams = self._checked_shape(CAM_OUTPUT, np.asarray(outputs[1]), n, 4)
-        ood = self._checked_shape("ood_score", np.asarray(outputs[2]), n, 1) if len(outputs) > 2 else None
+        rows = len(batch)  # n, or more with padding: the shapes are checked on what ran, then cut to n
+        probabilities = self._checked_shape(PROBABILITIES_OUTPUT, np.asarray(outputs[0]), rows, 2)[:n]
+        cams = self._checked_shape(CAM_OUTPUT, np.asarray(outputs[1]), rows, 4)[:n]
+        ood = (
+            self._checked_shape("ood_score", np.asarray(outputs[2]), rows, 1)[:n]
+            if len(outputs) > 2
+            else None
+        )
         results: list[Inference | InferenceError] = []
         for row in range(n):
             try:
@@ -530,6 +545,31 @@ def _operating_point(card: ModelCard, override: float | None) -> DecisionThresho
     )
 
 
+def _switch(setting: str, provider: str) -> bool:
+    """An auto | on | off setting: auto means on for the GPU providers."""
+    return setting == "on" or (setting == "auto" and provider in GPU_PROVIDERS)
+
+
+def cuda_options(settings: Settings) -> dict[str, str]:
+    return {"cudnn_conv_algo_search": settings.cudnn_conv_algo_search.upper()}
+
+
+def session_options(settings: Settings) -> ort.SessionOptions:
+    """The service's session options, also used by the benchmarks so their ceiling is the service's."""
+    options = ort.SessionOptions()
+    # ORT's default is one thread per core of the *host*: in a container limited to 2 CPUs on a
+    # 64-core node that is 64 threads fighting over 2 CPUs. Default to the CPUs this process may use.
+    options.intra_op_num_threads = settings.intra_op_threads or available_cpus()
+    # One batch runs at a time (service.batching) and the graph is a chain: inter-op threads would idle.
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Fatal only. ORT writes its messages straight to stderr, outside the JSON log format, and every
+    # error it would print there (a failed run, a model it cannot load) also reaches us as an exception.
+    options.log_severity_level = 4
+    return options
+
+
 def tensorrt_options(settings: Settings, card: ModelCard) -> dict[str, str]:
     """TensorRT with a persistent engine cache and one optimisation profile spanning batch 1 to the
     micro-batch limit, so no request shape triggers an engine rebuild while serving."""
@@ -551,17 +591,7 @@ def tensorrt_options(settings: Settings, card: ModelCard) -> dict[str, str]:
 def _create_session(
     model_bytes: bytes, providers: list[ProviderSpec], settings: Settings, onnx_path: Path
 ) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    # ORT's default is one thread per core of the *host*: in a container limited to 2 CPUs on a
-    # 64-core node that is 64 threads fighting over 2 CPUs. Default to the CPUs this process may use.
-    options.intra_op_num_threads = settings.intra_op_threads or available_cpus()
-    # One batch runs at a time (service.batching) and the graph is a chain: inter-op threads would idle.
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Fatal only. ORT writes its messages straight to stderr, outside the JSON log format, and every
-    # error it would print there (a failed run, a model it cannot load) also reaches us as an exception.
-    options.log_severity_level = 4
+    options = session_options(settings)
     try:
         return ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises bare RuntimeError/Fail subclasses; all mean "not loadable"

@@ -77,6 +77,18 @@ class Settings(BaseSettings):
         "profile (minutes) and reused by later starts; mount a volume here to keep it across pods.",
     )
     trt_fp16: bool = Field(True, description="Let TensorRT run layers in fp16 (tensor cores).")
+    cudnn_conv_algo_search: Literal["heuristic", "exhaustive", "default"] = Field(
+        "heuristic",
+        description="How the CUDA provider picks convolution algorithms. exhaustive benchmarks them for "
+        "every new input shape, and micro-batches change the batch size from run to run.",
+    )
+    pad_batches: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Pad every micro-batch to max_batch_size so the graph always sees one input shape; "
+        "auto = on for CUDA and TensorRT, where a change of batch size costs far more than the padding "
+        "(measured on an H200: about 0.3 s per run for fp32 and 3 s for fp16 with sizes changing, against "
+        "under 6 ms for a fixed batch of 32), off for the CPU.",
+    )
     io_binding: Literal["auto", "on", "off"] = Field(
         "auto",
         description="Bind inputs and outputs with ONNX Runtime I/O binding; auto = on for CUDA and "

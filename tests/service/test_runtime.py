@@ -217,3 +217,17 @@ def test_decision_uses_the_cards_threshold(model_copy: Path, card: ModelCard) ->
     without = _load(model_copy)
     assert without.threshold is None
     assert without.decide(np.array([0.2, 0.8], dtype=np.float32)) == positive
+
+
+def test_padded_batches_give_each_film_its_own_result(tiny_model_dir: Path) -> None:
+    padded = _load(tiny_model_dir, pad_batches="on", max_batch_size=8)
+    plain = _load(tiny_model_dir)
+    assert padded.pad_to == 8 and plain.pad_to is None  # auto: off on the CPU
+    films = np.random.default_rng(1).random((3, 1, 64, 64), dtype=np.float32)
+    results = padded.infer_batch(films)
+    assert len(results) == 3
+    for a, b in zip(results, plain.infer_batch(films), strict=True):
+        assert not isinstance(a, Exception) and not isinstance(b, Exception)
+        assert a.batch_size == 3
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
+        np.testing.assert_allclose(a.cams, b.cams, rtol=1e-4, atol=1e-5)
