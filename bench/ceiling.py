@@ -33,14 +33,7 @@ import onnxruntime as ort
 from bench.films import film_paths
 from service.contract import ModelCard, load_model_input
 from service.contract.model_card import CAM_OUTPUT, CARD_FILENAME, ONNX_FILENAME, PROBABILITIES_OUTPUT
-from service.runtime import (
-    CPU,
-    ProviderSpec,
-    cuda_options,
-    select_providers,
-    session_options,
-    tensorrt_options,
-)
+from service.runtime import CPU, ProviderSpec, execution_providers, session_options
 from service.settings import Settings
 
 Tensor = npt.NDArray[np.float32]
@@ -64,10 +57,7 @@ def providers_for(provider: str, card: ModelCard, max_batch: int, cudnn_search: 
     settings = Settings(
         execution_provider=provider, max_batch_size=max_batch, cudnn_conv_algo_search=cudnn_search
     )
-    trt = tensorrt_options(settings, card) if provider == "tensorrt" else None
-    if trt is not None:
-        settings.trt_cache_dir.mkdir(parents=True, exist_ok=True)
-    return select_providers(provider, ort.get_available_providers(), trt, cuda_options(settings))
+    return execution_providers(settings, card, ort.get_available_providers())
 
 
 def load_films(folder: Path, count: int, card: ModelCard) -> Tensor:

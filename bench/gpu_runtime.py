@@ -14,15 +14,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from bench.ceiling import load_films
-from service.runtime import ModelRuntime
+from service.runtime import ModelRuntime, load_card
 from service.settings import Settings
 
 PATTERNS = {"fixed b32": [32], "b1..8 cycling": list(range(1, 9))}
 
 
-def measure(runtime: ModelRuntime, films_dir: Path, sizes: list[int], seconds: float) -> float:
-    films = load_films(films_dir, max(sizes), runtime.card)
+def measure(runtime: ModelRuntime, films: npt.NDArray[np.float32], sizes: list[int], seconds: float) -> float:
     for size in sizes:  # warm-up: every shape once
         runtime.infer_batch(films[:size])
     done, calls, start = 0, 0, time.perf_counter()
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results: dict[str, dict[str, object]] = {}
     for model_dir in args.models:
+        films = load_films(args.films, max(max(sizes) for sizes in PATTERNS.values()), load_card(model_dir))
         for pad in args.pad:
             for binding in ("on", "off"):
                 settings = Settings(
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 runtime = ModelRuntime.load(settings)
                 for label, sizes in PATTERNS.items():
-                    rate = measure(runtime, args.films, sizes, args.seconds)
+                    rate = measure(runtime, films, sizes, args.seconds)
                     key = f"{model_dir.name} pad={pad} io_binding={binding} {label}"
                     results[key] = {"provider": runtime.provider, "images_per_s": round(rate, 1)}
                     print(f"{key:<55}{runtime.provider:>24}{rate:>10.1f} img/s", flush=True)

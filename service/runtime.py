@@ -298,11 +298,7 @@ class ModelRuntime:
             )
         _refuse_external_data(model_bytes, onnx_path)
         available = ort.get_available_providers()
-        trt = None
-        if settings.execution_provider == "tensorrt":
-            settings.trt_cache_dir.mkdir(parents=True, exist_ok=True)
-            trt = tensorrt_options(settings, card)
-        providers = select_providers(settings.execution_provider, available, trt, cuda_options(settings))
+        providers = execution_providers(settings, card, available)
         session = _create_session(model_bytes, providers, settings, onnx_path)
         in_use = session.get_providers()[0]
         wanted = {"cuda": CUDA, "tensorrt": TENSORRT}.get(settings.execution_provider)
@@ -391,10 +387,12 @@ class ModelRuntime:
         Raises ``InferenceError`` when ONNX Runtime fails or the outputs have the wrong shape: the
         whole run is unusable, and the session stays usable. ORT sessions allow concurrent runs.
         """
-        batch = np.ascontiguousarray(films, dtype=np.float32)
-        n = len(batch)
+        n = len(films)
         if self.pad_to is not None and n < self.pad_to:
-            batch = np.concatenate([batch, np.zeros((self.pad_to - n, *batch.shape[1:]), dtype=np.float32)])
+            batch = np.zeros((self.pad_to, *films.shape[1:]), dtype=np.float32)
+            batch[:n] = films  # one copy into the padded buffer
+        else:
+            batch = np.ascontiguousarray(films, dtype=np.float32)
         start = time.perf_counter()
         try:
             outputs = self._run_bound(batch) if self.io_binding else self._run(batch)
@@ -548,6 +546,15 @@ def _operating_point(card: ModelCard, override: float | None) -> DecisionThresho
 def _switch(setting: str, provider: str) -> bool:
     """An auto | on | off setting: auto means on for the GPU providers."""
     return setting == "on" or (setting == "auto" and provider in GPU_PROVIDERS)
+
+
+def execution_providers(settings: Settings, card: ModelCard, available: list[str]) -> list[ProviderSpec]:
+    """The provider list a session gets for ``settings``, with TensorRT's cache folder made."""
+    trt = None
+    if settings.execution_provider == "tensorrt":
+        settings.trt_cache_dir.mkdir(parents=True, exist_ok=True)
+        trt = tensorrt_options(settings, card)
+    return select_providers(settings.execution_provider, available, trt, cuda_options(settings))
 
 
 def cuda_options(settings: Settings) -> dict[str, str]:

@@ -16,7 +16,8 @@ import numpy.typing as npt
 from service.contract import InputError, ModelCard
 from training import run_folder
 from training.config import TrainConfig
-from training.data.inputs import load_inputs
+from training.data.inputs import load_sample
+from training.data.npz import NpzRows
 from training.data.scan import DatasetLayoutError, Sample, scan_folder
 from training.metrics import IntArray
 
@@ -52,11 +53,12 @@ class EvaluationFilms:
         if key not in self._inputs:
             tensors, undecodable = [], 0
             items = self.items or [None] * len(self.paths)
-            for path, item in zip(self.paths, items, strict=True):
-                try:
-                    tensors.append(load_inputs([Sample(path, 0, "", "", item)], height, width)[0])
-                except (InputError, OSError, ValueError):
-                    undecodable += 1
+            with NpzRows() as rows:  # an .npz file is read once for all its rows
+                for path, item in zip(self.paths, items, strict=True):
+                    try:
+                        tensors.append(load_sample(Sample(path, 0, "", "", item), rows, height, width))
+                    except (InputError, OSError, ValueError):
+                        undecodable += 1
             if undecodable:
                 # Counted, not named: film file names can identify patients.
                 raise EvaluationFilmsError(

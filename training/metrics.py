@@ -75,10 +75,10 @@ def classification_metrics(
         tp, fp = np.sum(is_pos & said_pos), np.sum(~is_pos & said_pos)
         fn, tn = np.sum(is_pos & ~said_pos), np.sum(~is_pos & ~said_pos)
         metrics |= {
-            "sensitivity": _ratio(tp, tp + fn),
-            "specificity": _ratio(tn, tn + fp),
-            "precision": _ratio(tp, tp + fp),
-            "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+            "sensitivity": ratio(tp, tp + fn),
+            "specificity": ratio(tn, tn + fp),
+            "precision": ratio(tp, tp + fp),
+            "f1": ratio(2 * tp, 2 * tp + fp + fn),
         }
     return metrics
 
@@ -87,7 +87,8 @@ def format_metric(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.4f}"
 
 
-def _ratio(numerator: np.integer, denominator: np.integer) -> float | None:
+def ratio(numerator: float | np.integer, denominator: float | np.integer) -> float | None:
+    """numerator / denominator, or None (undefined) when the denominator is zero."""
     return float(numerator / denominator) if denominator else None
 
 

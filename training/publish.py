@@ -45,7 +45,7 @@ from training.evaluation_films import (
     recorded_run,
 )
 from training.graph_outputs import run_graph
-from training.metrics import Metrics, classification_metrics, format_metric, majority_baseline
+from training.metrics import Metrics, classification_metrics, decision_rule, format_metric, majority_baseline
 
 log = logging.getLogger(__name__)
 
@@ -323,10 +323,7 @@ def _evaluate(model_dir: Path, card: ModelCard, films: EvaluationFilms) -> Evalu
     inputs = films.inputs(contract.height, contract.width)
     probabilities = run_graph(model_dir / ONNX_FILENAME, card, inputs).probabilities.astype(np.float64)
     threshold = card.decision_threshold if len(card.class_names) == 2 else None
-    positive = None if threshold is None else card.class_names.index(threshold.positive_class)
-    metrics = classification_metrics(
-        films.labels, probabilities, positive, None if threshold is None else threshold.value
-    )
+    metrics = classification_metrics(films.labels, probabilities, *decision_rule(threshold, card.class_names))
     return Evaluation(card.version, card.onnx_sha256, threshold, metrics)
 
 
@@ -336,8 +333,7 @@ def _majority_baseline(card: ModelCard, films: EvaluationFilms) -> Metrics:
     train = card.training_data.splits.get("train")
     counts = list(films.per_class.values()) if train is None else [train.per_class.get(n, 0) for n in names]
     prior_labels = np.repeat(np.arange(len(names), dtype=np.int64), counts)
-    threshold = card.decision_threshold if len(names) == 2 else None
-    positive = None if threshold is None else names.index(threshold.positive_class)
+    positive, _ = decision_rule(card.decision_threshold if len(names) == 2 else None, names)
     return majority_baseline(prior_labels, films.labels, len(names), positive)
 
 

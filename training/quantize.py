@@ -43,7 +43,8 @@ from service.contract.model_card import (
     Quantisation,
 )
 from training.calibration import operating_threshold
-from training.export import git_commit, load_split, move_into_store, sha256_file
+from training.data.inputs import load_inputs
+from training.export import git_commit, move_into_store, sha256_file, split_samples
 from training.graph_outputs import run_graph
 from training.metrics import (
     IntArray,
@@ -89,7 +90,7 @@ class _Films(CalibrationDataReader):  # type: ignore[misc]  # ORT ships no type 
         return None if batch is None else {self._input_name: batch}
 
 
-def _calibration_films(train_inputs: FloatArray, train_labels: npt.NDArray[np.int64]) -> FloatArray:
+def _calibration_indices(train_labels: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """An even, seeded draw from each class, so the minority class's activations set ranges too."""
     rng = np.random.default_rng(0)
     classes = np.unique(train_labels)
@@ -98,7 +99,7 @@ def _calibration_films(train_inputs: FloatArray, train_labels: npt.NDArray[np.in
         rng.choice(np.flatnonzero(train_labels == c), min(per_class, int(np.sum(train_labels == c))), False)
         for c in classes
     ]
-    return np.asarray(train_inputs[np.sort(np.concatenate(picked))], dtype=np.float32)
+    return np.sort(np.concatenate(picked))
 
 
 def mean_cam_correlation(reference: FloatArray, other: FloatArray) -> float:
@@ -192,13 +193,16 @@ def quantize_model(
     if target.exists():
         raise FileExistsError(f"{target} already exists; versions are immutable")
     contract, names = card.pixel_contract, card.class_names
-    data = load_split(run_dir, names, contract.height)
-    validation, labels = data.validation.inputs.numpy(), data.validation.labels.numpy()
-    calibration = (
-        _calibration_films(data.train.inputs.numpy(), data.train.labels.numpy())
-        if precision == "int8"
-        else np.zeros((0, 1, contract.height, contract.width), dtype=np.float32)
-    )
+    # Only the films used: validation, and for int8 the calibration draw, never the whole train split.
+    samples = split_samples(run_dir, names)
+    height, width = contract.height, contract.width
+    validation = load_inputs(samples["validation"], height, width)
+    labels = np.array([s.label for s in samples["validation"]], dtype=np.int64)
+    train = samples["train"]
+    picked: list[int] = []
+    if precision == "int8":
+        picked = _calibration_indices(np.array([s.label for s in train], dtype=np.int64)).tolist()
+    calibration = load_inputs([train[i] for i in picked], height, width)
 
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{version}-") as staging_name:
         staging = Path(staging_name)

@@ -20,15 +20,17 @@ def load_input(path: Path, height: int, width: int) -> np.ndarray:
     return tensor
 
 
+def load_sample(sample: Sample, rows: NpzRows, height: int, width: int) -> np.ndarray:
+    """One film, a file or a row of an .npz file held open by ``rows``."""
+    if sample.item is None:
+        return load_input(sample.path, height, width)
+    return to_model_input(decode_array(rows.row(sample.path, sample.item)), height, width)
+
+
 def load_inputs(samples: Sequence[Sample], height: int, width: int) -> np.ndarray:
     """``[N, 1, height, width]`` float32 model inputs; each .npz file is read once for all its rows."""
     with NpzRows() as rows:
-        tensors = [
-            load_input(s.path, height, width)
-            if s.item is None
-            else to_model_input(decode_array(rows.row(s.path, s.item)), height, width)
-            for s in samples
-        ]
+        tensors = [load_sample(s, rows, height, width) for s in samples]
     if not tensors:
         return np.zeros((0, 1, height, width), dtype=np.float32)
     return np.stack(tensors)

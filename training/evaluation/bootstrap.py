@@ -9,8 +9,8 @@ the prevalence itself (which the accuracy of a fixed split does not have either)
 import numpy as np
 
 from training.evaluation.results import BootstrapSettings, ConfidenceInterval, Metrics
-from training.evaluation.scores import class_counts, confusion_matrix, macro_averages, summary_auc
-from training.metrics import FloatArray, IntArray
+from training.evaluation.scores import class_counts, confusion_matrix, macro_averages
+from training.metrics import FloatArray, IntArray, auc
 
 DEFAULT_RESAMPLES = 1000
 
@@ -26,7 +26,7 @@ def interval_metrics(
     metrics: Metrics = {
         "accuracy": float(np.mean(predicted == labels)),
         "balanced_accuracy": macro["macro_recall"],
-        "auc": summary_auc(labels, probabilities),
+        "auc": auc(labels, probabilities),
         "macro_f1": macro["macro_f1"],
     }
     if num_classes == 2 and positive_index is not None:

@@ -20,7 +20,7 @@ from training.evaluation.results import (
     RocCurve,
     Scores,
 )
-from training.metrics import FloatArray, IntArray, classification_metrics, predict_labels
+from training.metrics import FloatArray, IntArray, classification_metrics, predict_labels, ratio
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -45,21 +45,6 @@ def one_vs_rest_aucs(labels: IntArray, probabilities: FloatArray) -> list[float 
     return [binary_auc(labels == c, probabilities[:, c]) for c in range(probabilities.shape[1])]
 
 
-def summary_auc(labels: IntArray, probabilities: FloatArray) -> float | None:
-    """As ``training.metrics.auc``: p(class 1) for two classes, else the macro one-vs-rest mean; None
-    where a class is missing (a bootstrap resample keeps every class, so only for odd inputs)."""
-    if probabilities.shape[1] == 2:
-        return binary_auc(labels == 1, probabilities[:, 1])
-    aucs = one_vs_rest_aucs(labels, probabilities)
-    if any(a is None for a in aucs):
-        return None
-    return float(np.mean([a for a in aucs if a is not None]))
-
-
-def _ratio(numerator: float, denominator: float) -> float | None:
-    return float(numerator / denominator) if denominator else None
-
-
 def class_counts(confusion: IntArray) -> tuple[IntArray, IntArray, IntArray, IntArray]:
     """(TP, FP, FN, TN) per class, each class against the rest."""
     tp = np.diag(confusion).astype(np.int64)
@@ -78,15 +63,15 @@ def per_class_scores(
     for c, name in enumerate(class_names):
         # One label per film, so each film is a TP, FP, FN or TN of class c and the Dice overlap of
         # "called c" with "is c", 2TP / (2TP + FP + FN), is the same number as F1.
-        overlap = _ratio(2 * tp[c], 2 * tp[c] + fp[c] + fn[c])
+        overlap = ratio(2 * tp[c], 2 * tp[c] + fp[c] + fn[c])
         rows.append(
             ClassScores(
                 name=name,
                 support=int(tp[c] + fn[c]),
                 predicted=int(tp[c] + fp[c]),
-                precision=_ratio(tp[c], tp[c] + fp[c]),
-                recall=_ratio(tp[c], tp[c] + fn[c]),
-                specificity=_ratio(tn[c], tn[c] + fp[c]),
+                precision=ratio(tp[c], tp[c] + fp[c]),
+                recall=ratio(tp[c], tp[c] + fn[c]),
+                specificity=ratio(tn[c], tn[c] + fp[c]),
                 f1=overlap,
                 dice=overlap,
                 auc_ovr=aucs[c],

@@ -110,15 +110,6 @@ def test_expected_calibration_error_by_hand() -> None:
     assert scores.metrics["ece_positive"] == positive.ece
 
 
-def test_ece_bins_as_temperature_fitting_does() -> None:
-    calibration = pytest.importorskip("training.calibration")
-    rng = np.random.default_rng(5)
-    labels = rng.integers(0, 3, 200)
-    probabilities = rng.dirichlet([2, 1, 1], 200)
-    ours = score(labels, probabilities, NAMES).metrics["ece"]
-    assert ours == pytest.approx(calibration.expected_calibration_error(labels, probabilities))
-
-
 def test_bin_edges_are_upper_inclusive() -> None:
     bins = reliability(np.array([True, False, True]), np.array([0.0, 1 / 15, 1.0]), "x").bins
     assert bins[0].count == 2  # 0 and exactly 1/15 fall in (0, 1/15]
