@@ -92,7 +92,7 @@ def measure_ceiling(
     model_dir: Path, films: list[bytes], batches: tuple[int, ...], seconds: float
 ) -> dict[str, Any]:
     """session.run images/s of the full graph on preprocessed films, threads as the service sets them."""
-    from service.cpus import available_cpus
+    from service.inference.cpus import available_cpus
 
     card = ModelCard.model_validate_json((model_dir / CARD_FILENAME).read_text())
     batch = film_tensors(films, max(batches), card)

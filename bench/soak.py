@@ -38,8 +38,9 @@ from pydantic import ValidationError
 
 from bench.films import film_paths
 from bench.service_process import REPO_ROOT, RunningService, latency_percentiles, running_service
-from service.runtime import ModelLoadError, resolve_model_dir
 from service.settings import Settings
+from service.store.errors import ModelLoadError
+from service.store.resolve import resolve_model_dir
 
 DEFAULT_FILMS = REPO_ROOT.parent / "shared" / "data" / "kermany224" / "train"
 MIB = 1024 * 1024
