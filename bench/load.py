@@ -102,6 +102,8 @@ def measure_ceiling(
 
 
 def run_load(config: LoadConfig) -> dict[str, Any]:
+    """The whole benchmark in the order it runs (ceiling, every cell on both services, ceiling again):
+    long, but one sequence that a reader checks against the report it writes."""
     films = build_films(config)
     batches = tuple(sorted({1, 8, 32, *config.concurrencies}))
     started = datetime.now(UTC)

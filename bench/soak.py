@@ -206,7 +206,7 @@ def _slope_mb_per_s(samples: list[dict[str, float]]) -> float:
     return float(np.polyfit(t, np.asarray([s["rss_mb"] for s in samples]), 1)[0])
 
 
-def _report(
+def _report(  # one field per line of the report's JSON, in its order
     config: SoakConfig,
     *,
     model: dict[str, Any],

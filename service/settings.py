@@ -131,7 +131,7 @@ class Settings(BaseSettings):
         "runs with the films already queued: no added latency when idle, and under load films queue "
         "while a batch runs, so the next one is fuller.",
     )
-    # Access control, limits and audit (README "Access control, limits and audit").
+    # Access control, limits and audit (docs/security.md).
     max_queued: int = Field(
         64,
         ge=0,

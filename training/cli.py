@@ -78,6 +78,8 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """Every subcommand and flag, declared flat as argparse wants them: long, but it reads as the
+    CLI's help text, and splitting it would scatter that."""
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train_arguments(commands.add_parser("train", help="train and write a run folder"))

@@ -29,7 +29,11 @@ def method_label(method: str) -> str:
 
 
 class Metrics:
+    """The service's Prometheus metrics, in a registry of their own (one per app, so tests can run many)."""
+
     def __init__(self) -> None:
+        """Declares every metric, one statement each: long, but a flat list is where an operator
+        looks up a metric's name, help text, labels and buckets, so it is kept in one place."""
         self.registry = CollectorRegistry()
         labels = ("route", "method", "status")
         self.http_requests = Counter(

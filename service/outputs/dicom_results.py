@@ -159,7 +159,13 @@ def build_secondary_capture(
     ds.ImageComments = statement
     ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
-    # General Reference and Common Instance Reference: the source image and its series.
+    _reference_source(ds, src, sop_class_uid, sop_instance_uid)
+    _set_rgb_pixels(ds, pixels)
+    return _part10(ds)
+
+
+def _reference_source(ds: Dataset, src: Dataset, sop_class_uid: str, sop_instance_uid: str) -> None:
+    """General Reference and Common Instance Reference: the source image and its series."""
     purpose = _code_item(codes.DCM.SourceImageForImageProcessingOperation)
     ds.SourceImageSequence = [_sop_reference(sop_class_uid, sop_instance_uid, purpose=purpose)]
     if "SeriesInstanceUID" in src and src.SeriesInstanceUID:
@@ -167,7 +173,10 @@ def build_secondary_capture(
         series.SeriesInstanceUID = src.SeriesInstanceUID
         series.ReferencedInstanceSequence = [_sop_reference(sop_class_uid, sop_instance_uid)]
         ds.ReferencedSeriesSequence = [series]
-    # Image Pixel: interleaved RGB (PlanarConfiguration 0), 8 bits, unsigned.
+
+
+def _set_rgb_pixels(ds: Dataset, pixels: npt.NDArray[np.uint8]) -> None:
+    """Image Pixel: interleaved RGB (PlanarConfiguration 0), 8 bits, unsigned."""
     ds.Rows, ds.Columns = pixels.shape[:2]
     ds.SamplesPerPixel = 3
     ds.PhotometricInterpretation = "RGB"
@@ -178,7 +187,6 @@ def build_secondary_capture(
     ds.PixelRepresentation = 0
     ds.PixelData = pixels.tobytes()
     ds["PixelData"].VR = "OB"
-    return _part10(ds)
 
 
 def build_structured_report(
@@ -213,8 +221,35 @@ def build_structured_report(
             422,
         )
     texts = (model_name, model_version, predicted_class, triage_level or "", *probabilities)
-
     algorithm = hd.sr.AlgorithmIdentification(name=model_name, version=model_version)
+    source_image = hd.sr.SourceImageForMeasurementGroup(sop_class_uid, sop_instance_uid)
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(
+            observer_device_context=_device(model_name, model_version)
+        ),
+        procedure_reported=PROCEDURE_REPORTED,
+        imaging_measurements=_measurement_groups(
+            probabilities, threshold, positive_class, algorithm, source_image
+        ),
+    )
+    report[0].ContentSequence.append(
+        _qualitative_evaluations(predicted_class, triage_level, model_name, model_version)
+    )
+    evidence = _evidence(study_uid, series_uid, sop_class_uid, sop_instance_uid)
+    sr = _comprehensive_sr(report[0], evidence, model_name, model_version)
+    _set_character_set(sr, src, texts)
+    _copy_patient_and_study(src, sr)
+    return _part10(sr)
+
+
+def _measurement_groups(
+    probabilities: dict[str, float],
+    threshold: float | None,
+    positive_class: str | None,
+    algorithm: hd.sr.AlgorithmIdentification,
+    source_image: hd.sr.SourceImageForMeasurementGroup,
+) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
+    """One TID 1501 group per class: its probability, and the threshold in the positive class's group."""
     groups = []
     for class_name, probability in probabilities.items():
         measurements = [
@@ -234,10 +269,15 @@ def build_structured_report(
                 finding_type=_finding_code(class_name),
                 algorithm_id=algorithm,
                 measurements=measurements,
-                source_images=[hd.sr.SourceImageForMeasurementGroup(sop_class_uid, sop_instance_uid)],
+                source_images=[source_image],
             )
         )
-    device = hd.sr.ObserverContext(
+    return groups
+
+
+def _device(model_name: str, model_version: str) -> hd.sr.ObserverContext:
+    """The observer: this software as a device, identified by a UID derived from name and version."""
+    return hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=generate_uid(entropy_srcs=[MANUFACTURER, model_name, model_version]),
@@ -246,17 +286,14 @@ def build_structured_report(
             model_name=model_name,
         ),
     )
-    report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=device),
-        procedure_reported=PROCEDURE_REPORTED,
-        imaging_measurements=groups,
-    )
-    report[0].ContentSequence.append(
-        _qualitative_evaluations(predicted_class, triage_level, model_name, model_version)
-    )
 
-    # highdicom copies patient values from the evidence through its validators, which warn with the
-    # value in the message: it gets the UIDs only, and the patient/study elements are copied after.
+
+def _evidence(study_uid: str, series_uid: str, sop_class_uid: str, sop_instance_uid: str) -> Dataset:
+    """The source as highdicom's evidence: UIDs and empty type-2 elements only.
+
+    highdicom copies patient values from the evidence through its validators, which warn with the
+    value in the message: it gets the UIDs only, and the patient/study elements are copied after.
+    """
     evidence = Dataset()
     evidence.StudyInstanceUID = study_uid
     evidence.SeriesInstanceUID = series_uid
@@ -264,10 +301,17 @@ def build_structured_report(
     evidence.SOPInstanceUID = sop_instance_uid
     for keyword in _TYPE2_KEYWORDS:
         setattr(evidence, keyword, None)
+    return evidence
+
+
+def _comprehensive_sr(
+    content: Dataset, evidence: Dataset, model_name: str, model_version: str
+) -> hd.sr.ComprehensiveSR:
+    """The SR document itself: complete, PRELIMINARY and unverified, as a radiologist must still read."""
     try:
-        sr = hd.sr.ComprehensiveSR(
+        return hd.sr.ComprehensiveSR(
             evidence=[evidence],
-            content=report[0],
+            content=content,
             series_instance_uid=generate_uid(),
             series_number=SR_SERIES_NUMBER,
             sop_instance_uid=generate_uid(),
@@ -293,9 +337,6 @@ def build_structured_report(
             "The DICOM upload's SOP Class is not a standard image storage class; no report can be made.",
             422,
         ) from exc
-    _set_character_set(sr, src, texts)
-    _copy_patient_and_study(src, sr)
-    return _part10(sr)
 
 
 def _read_source(source: bytes) -> Dataset:

@@ -263,21 +263,26 @@ def _vgg16(num_classes: int, weights: Weights) -> BuiltModel:
     convs: nn.Sequential = body.features
     # Tap after the third max-pool (index 16): 256 channels at 1/8 of the input, mid-level texture.
     features = _StagedFeatures(convs, [name for name, _ in convs.named_children()], tap="16")
-    hidden = 4096
-    head = nn.Sequential(
-        GlobalAvgPool(),
-        nn.Linear(512, hidden),  # the fifth conv block's channels
-        nn.ReLU(),
-        nn.Dropout(0.5),
-        nn.Linear(hidden, hidden),
-        nn.ReLU(),
-        nn.Dropout(0.5),
-        nn.Linear(hidden, num_classes),
-    )
+    head = _pooled_mlp_head(512, 4096, 0.5, num_classes)  # 512: the fifth conv block's channels
     if source.state_dict is not None:
         note = "conv layers only; dense head randomly initialised"
         source = WeightsSource(f"{source.description} ({note})", source.state_dict)
     return BuiltModel(Classifier(_imagenet_adapter(body), features, head), source)
+
+
+def _pooled_mlp_head(inputs: int, hidden: int, dropout: float, num_classes: int) -> nn.Sequential:
+    """Global average pool, then two hidden layers (ReLU, dropout) and the class logits: VGG's head and
+    the MLP's, in the layer order the in-graph Grad-CAM walks back through."""
+    return nn.Sequential(
+        GlobalAvgPool(),
+        nn.Linear(inputs, hidden),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, num_classes),
+    )
 
 
 class _GridFeatures(TappedFeatures):
@@ -315,16 +320,7 @@ def _mlp(num_classes: int, weights: Weights) -> BuiltModel:
     """A plain multilayer perceptron on a 16x16 thumbnail of the film (see ``_GridFeatures``)."""
     grid, hidden = 16, 256
     source = resolve_weights("mlp", weights)
-    head = nn.Sequential(
-        GlobalAvgPool(),
-        nn.Linear(grid * grid, hidden),
-        nn.ReLU(),
-        nn.Dropout(0.3),
-        nn.Linear(hidden, hidden),
-        nn.ReLU(),
-        nn.Dropout(0.3),
-        nn.Linear(hidden, num_classes),
-    )
+    head = _pooled_mlp_head(grid * grid, hidden, 0.3, num_classes)
     model = Classifier(InputAdapter(channels=1, mean=0.5, std=0.25), _GridFeatures(grid), head)
     if source.state_dict is not None:
         model.load_state_dict(source.state_dict)

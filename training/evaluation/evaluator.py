@@ -50,6 +50,8 @@ def evaluate(
 
     ``threshold`` applies to p(``positive_index``) of a binary model (None = argmax, as in
     ``training.stats.metrics.predict_labels``). ``train_labels`` set the majority-class baseline.
+    Long because the report is assembled field by field here; the work is in ``score``,
+    ``bootstrap_intervals`` and the gallery.
     """
     names = list(class_names)
     labels = np.asarray(labels, dtype=np.int64)

@@ -178,6 +178,22 @@ def _requantised_ood(ood: OodDetector | None, scores: FloatArray | None) -> OodD
     return ood.model_copy(update={"threshold": threshold, "validation_rejection_rate": rate})
 
 
+def _films(run_dir: Path, card: ModelCard, precision: Precision) -> tuple[FloatArray, IntArray, FloatArray]:
+    """Validation films and labels, and for int8 the calibration draw from the train split.
+
+    Only the films used are read through the contract, never the whole train split.
+    """
+    samples = split_samples(run_dir, card.class_names)
+    height, width = card.pixel_contract.height, card.pixel_contract.width
+    validation = load_inputs(samples["validation"], height, width)
+    labels = np.array([s.label for s in samples["validation"]], dtype=np.int64)
+    train = samples["train"]
+    picked: list[int] = []
+    if precision == "int8":
+        picked = _calibration_indices(np.array([s.label for s in train], dtype=np.int64)).tolist()
+    return validation, labels, load_inputs([train[i] for i in picked], height, width)
+
+
 def quantize_model(
     model_dir: Path, run_dir: Path, version: str | None = None, precision: Precision = "int8"
 ) -> Path:
@@ -192,16 +208,7 @@ def quantize_model(
     target = model_dir.parent / version
     check_free(target)
     contract, names = card.pixel_contract, card.class_names
-    # Only the films used: validation, and for int8 the calibration draw, never the whole train split.
-    samples = split_samples(run_dir, names)
-    height, width = contract.height, contract.width
-    validation = load_inputs(samples["validation"], height, width)
-    labels = np.array([s.label for s in samples["validation"]], dtype=np.int64)
-    train = samples["train"]
-    picked: list[int] = []
-    if precision == "int8":
-        picked = _calibration_indices(np.array([s.label for s in train], dtype=np.int64)).tolist()
-    calibration = load_inputs([train[i] for i in picked], height, width)
+    validation, labels, calibration = _films(run_dir, card, precision)
 
     with staged_version(target) as staging:
         onnx_path = staging / ONNX_FILENAME

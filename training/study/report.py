@@ -87,6 +87,7 @@ def write_csv(spec: GridSpec, results: list[CellResult], path: Path) -> None:
 
 
 def _markdown(spec: GridSpec, results: list[CellResult], spec_path: str) -> str:
+    """``results.md``, top to bottom: long because it is the document's outline, one block per section."""
     best = ranked(results, spec.rank_by)
     collapsed = [r for r in results if r.status == "collapsed"]
     failed = [r for r in results if r.status == "failed"]

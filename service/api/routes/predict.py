@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
+from anyio import CapacityLimiter
 from fastapi import APIRouter, Query, Request, Response
 
 from service.api.dependencies import AdmissionDep, LimiterDep, MetricsDep, RuntimeDep, SettingsDep
@@ -29,6 +30,7 @@ from service.inference.admission import Deadline, processing_timeout, upload_tim
 from service.inference.runtime import Inference, ModelRuntime
 from service.observability.audit import current_audit
 from service.observability.logs import request_id_var
+from service.observability.metrics import Metrics
 from service.outputs.dicom_results import build_secondary_capture, build_structured_report
 from service.outputs.overlay import blend_overlay, overlay_background
 
@@ -238,18 +240,35 @@ async def predict(
             del data
             if film.dicom is not None:
                 audit.sop_instance_uid = film.dicom.sop_instance_uid
-            # The film joins the next micro-batch, awaited without holding a thread. Cancelling this
-            # await (the deadline) withdraws it from the queue if its batch has not started.
-            inference = await asyncio.wrap_future(runtime.submit(film.tensor))
-            analysis = await anyio.to_thread.run_sync(
-                partial(_conclude, runtime, film, inference), limiter=limiter
-            )
-            dicom_body = None
-            if source is not None:
-                dicom_body = await anyio.to_thread.run_sync(
-                    partial(_dicom_result, wanted, source, runtime, analysis), limiter=limiter
-                )
-                del source
+            analysis, dicom_body = await _analyse(film, source, wanted, runtime, limiter)
+            del source
+    _record(metrics, film, analysis)
+    if dicom_body is not None:
+        return Response(
+            dicom_body,
+            media_type=DICOM_MEDIA_TYPE,
+            headers={"Content-Disposition": f'attachment; filename="cxr-triage-{wanted}.dcm"'},
+        )
+    return _json_response(runtime, film, analysis)
+
+
+async def _analyse(
+    film: _Film, source: bytes | None, wanted: ResultFormat, runtime: ModelRuntime, limiter: CapacityLimiter
+) -> tuple[_Analysis, bytes | None]:
+    """Inference, decision and overlay of a prepared film, and the DICOM result built from ``source``."""
+    # The film joins the next micro-batch, awaited without holding a thread. Cancelling this
+    # await (the deadline) withdraws it from the queue if its batch has not started.
+    inference = await asyncio.wrap_future(runtime.submit(film.tensor))
+    analysis = await anyio.to_thread.run_sync(partial(_conclude, runtime, film, inference), limiter=limiter)
+    if source is None:
+        return analysis, None
+    dicom_body = await anyio.to_thread.run_sync(
+        partial(_dicom_result, wanted, source, runtime, analysis), limiter=limiter
+    )
+    return analysis, dicom_body
+
+
+def _record(metrics: Metrics, film: _Film, analysis: _Analysis) -> None:
     inference = analysis.inference
     metrics.inference_duration.observe(inference.inference_ms / 1000.0)
     metrics.inference_batch_size.observe(inference.batch_size)
@@ -264,13 +283,10 @@ async def predict(
             "inference_ms": round(inference.inference_ms, 3),
         },
     )
-    if dicom_body is not None:
-        return Response(
-            dicom_body,
-            media_type=DICOM_MEDIA_TYPE,
-            headers={"Content-Disposition": f'attachment; filename="cxr-triage-{wanted}.dcm"'},
-        )
-    dicom = film.dicom
+
+
+def _json_response(runtime: ModelRuntime, film: _Film, analysis: _Analysis) -> PredictionResponse:
+    inference, dicom, ood = analysis.inference, film.dicom, runtime.card.ood
     return PredictionResponse(
         request_id=request_id_var.get() or "",
         model=ModelRef(name=runtime.card.name, version=runtime.card.version),
@@ -281,8 +297,8 @@ async def predict(
         threshold=runtime.threshold,
         triage=_triage(runtime, analysis.predicted_class),
         out_of_distribution=None
-        if runtime.card.ood is None or inference.ood_score is None
-        else OutOfDistribution(score=inference.ood_score, threshold=runtime.card.ood.threshold),
+        if ood is None or inference.ood_score is None
+        else OutOfDistribution(score=inference.ood_score, threshold=ood.threshold),
         image=ImageInfo(source_format=film.source_format.value, width=film.width, height=film.height),
         dicom=None
         if dicom is None
