@@ -7,8 +7,6 @@ The failing inference is real: the tiny model with a guard spliced in front of i
 import io
 import json
 import logging
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -27,7 +25,14 @@ from service.main import create_app
 from service.observability.logs import JsonFormatter
 from service.settings import Settings
 from tests.factories import FAKE_PHI_FRAGMENTS, chest_like, dicom_bytes, dicom_dataset, png_bytes
-from tests.service.live import AUTH_HEADERS, REPO_ROOT, ThreadedServer, free_port, post_file, service_env
+from tests.service.live import (
+    AUTH_HEADERS,
+    ThreadedServer,
+    free_port,
+    post_file,
+    run_python,
+    service_env,
+)
 from tests.service.model_edits import add_failure_guard
 
 pytest.importorskip("onnx")
@@ -169,19 +174,15 @@ def test_a_fallback_always_has_a_reason() -> None:
 
 @no_cuda
 def test_cuda_required_without_cuda_never_becomes_ready(tiny_model_dir: Path, api_keys_file: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "service"],
-        cwd=REPO_ROOT,
+    result = run_python(
+        "-m",
+        "service",
         env=service_env(
             model_dir=str(tiny_model_dir),
             execution_provider="cuda",
             api_keys_file=str(api_keys_file),
             port=str(free_port()),
         ),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     assert result.returncode == 3, result.stderr
     critical = [json.loads(line) for line in result.stderr.splitlines() if '"level": "critical"' in line]

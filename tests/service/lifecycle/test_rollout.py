@@ -4,7 +4,6 @@ request, and a bad version is refused by the CLI and, if the pointer is moved by
 replicas, which keep serving the previous one."""
 
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,10 +16,10 @@ import pytest
 from service.store.active_version import read_active, write_active
 from tests.service.live import (
     AUTH_HEADERS,
-    REPO_ROOT,
     free_port,
     metric_value,
     post_file,
+    run_python,
     service_env,
     service_process,
 )
@@ -103,15 +102,7 @@ def replicas(store: Path, api_keys_file: Path, tmp_path: Path) -> Iterator[list[
 
 
 def _training_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "training", *args],
-        cwd=REPO_ROOT,
-        env=service_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_python("-m", "training", *args, env=service_env(), timeout=120)
 
 
 def _wait_until(condition: Callable[[], bool], what: str) -> None:
