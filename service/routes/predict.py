@@ -18,7 +18,7 @@ from service.contract import DicomInfo, InputError, SourceFormat
 from service.dependencies import AdmissionDep, LimiterDep, MetricsDep, RuntimeDep, SettingsDep
 from service.dicom_results import build_secondary_capture, build_structured_report
 from service.logs import request_id_var
-from service.overlay import blend_overlay, overlay_background
+from service.overlay import blend_overlay, film_png, overlay_background
 from service.runtime import Inference, ModelRuntime
 from service.schemas import (
     DicomRef,
@@ -110,7 +110,11 @@ def _prepare(data: bytes, runtime: ModelRuntime, max_pixels: int, overlay_max_si
     return _Film(tensor, decoded.source_format, decoded.width, decoded.height, decoded.dicom, background)
 
 
-def _conclude(runtime: ModelRuntime, film: _Film, inference: Inference) -> _Analysis:
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _conclude(runtime: ModelRuntime, film: _Film, inference: Inference, with_film: bool = False) -> _Analysis:
     """Out-of-distribution check, decision and overlay for one film's model outputs."""
     if runtime.is_out_of_distribution(inference):
         assert runtime.card.ood is not None and inference.ood_score is not None
@@ -127,7 +131,11 @@ def _conclude(runtime: ModelRuntime, film: _Film, inference: Inference) -> _Anal
         png = blend_overlay(film.overlay_background, inference.cams[runtime.class_names.index(predicted)])
         height, width = film.overlay_background.shape
         gradcam = GradCam(
-            class_name=predicted, width=width, height=height, png_base64=base64.b64encode(png).decode("ascii")
+            class_name=predicted,
+            width=width,
+            height=height,
+            png_base64=_b64(png),
+            film_png_base64=_b64(film_png(film.overlay_background)) if with_film else None,
         )
     return _Analysis(film, inference, predicted, gradcam, png)
 
@@ -208,6 +216,14 @@ async def predict(
     limiter: LimiterDep,
     admission: AdmissionDep,
     overlay: Annotated[bool, Query(description="Include the Grad-CAM overlay PNG.")] = True,
+    with_film: Annotated[
+        bool,
+        Query(
+            alias="film",
+            description="Also return the bare film under the overlay (gradcam.film_png_base64), "
+            "e.g. for a viewer that fades the heat map; ignored with overlay=false."
+        ),
+    ] = False,
     result: Annotated[
         ResultFormat | None,
         Query(
@@ -242,7 +258,7 @@ async def predict(
             # await (the deadline) withdraws it from the queue if its batch has not started.
             inference = await asyncio.wrap_future(runtime.submit(film.tensor))
             analysis = await anyio.to_thread.run_sync(
-                partial(_conclude, runtime, film, inference), limiter=limiter
+                partial(_conclude, runtime, film, inference, with_film), limiter=limiter
             )
             dicom_body = None
             if source is not None:
