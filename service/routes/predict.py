@@ -221,7 +221,7 @@ async def predict(
         Query(
             alias="film",
             description="Also return the bare film under the overlay (gradcam.film_png_base64), "
-            "e.g. for a viewer that fades the heat map; ignored with overlay=false."
+            "e.g. for a viewer that fades the heat map; ignored with overlay=false.",
         ),
     ] = False,
     result: Annotated[
