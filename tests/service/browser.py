@@ -57,7 +57,8 @@ class PageLog:
         return [url for url in self.requests if not url.startswith("data:") and origin(url) != own_origin]
 
     def csp_violations(self) -> list[str]:
-        return [line for line in self.console if "Content Security Policy" in line or "Trusted Type" in line]
+        # Chromium's words for a blocked inline style/script or resource, and for a Trusted Types block.
+        return [line for line in self.console if "Content Security Policy" in line or "Trusted" in line]
 
 
 def screenshot_dir() -> Path | None:

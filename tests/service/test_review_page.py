@@ -84,7 +84,9 @@ def films(tiny_ood_model_dir: Path, tiny_dataset: Path) -> Films:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_ood_model_dir: Path, api_keys_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    tiny_ood_model_dir: Path, api_keys_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     log_path = tmp_path_factory.mktemp("ui-server") / "service.log"
     env = service_env(
         model_dir=str(tiny_ood_model_dir),
