@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from service.routes.ui import CONTENT_SECURITY_POLICY
 from service.runtime import ModelRuntime
@@ -41,11 +42,6 @@ from tests.service.live import (
     strict_json,
 )
 from training.ood_set import noise_images
-
-playwright_api = pytest.importorskip("playwright.sync_api")
-Page = playwright_api.Page
-Browser = playwright_api.Browser
-expect = playwright_api.expect
 
 OVERLAY_SIDE = 512  # above the test films' size: the overlay is the film's own size
 
@@ -108,7 +104,7 @@ def api(server: Server) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     executable = chromium_executable()
-    with playwright_api.sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=executable, args=list(CHROMIUM_ARGS))
         yield launched
         launched.close()
@@ -165,6 +161,13 @@ def _upload(page: Page, data: bytes, name: str, mime: str) -> None:
 
 def _percent(value: float) -> str:
     return f"{100 * value:.1f}%"
+
+
+def _figure(value: float | None) -> str:
+    """A card metric as the page writes it: 3 decimals, whole numbers above 1 as counts."""
+    if value is None:
+        return "n/a"
+    return str(int(value)) if float(value).is_integer() and abs(value) > 1 else f"{value:.3f}"
 
 
 def _expect_prediction_shown(page: Page, body: dict[str, Any]) -> None:
@@ -334,10 +337,10 @@ def test_model_view_shows_the_card_beside_the_baseline(session: Session, api: ht
     expect(view).to_contain_text(f"p({threshold['positive_class']}) ≥ {threshold['value']:.4f}")
     metrics = page.get_by_role("table", name="Validation metrics")
     for name, value in card["validation_metrics"].items():
-        row = metrics.get_by_role("row", name=re.compile(name.replace("_", " "), re.IGNORECASE))
-        baseline = card["majority_baseline"].get(name)
-        expect(row.first).to_contain_text("n/a" if value is None else f"{value:.3f}")
-        expect(row.first).to_contain_text("n/a" if baseline is None else f"{baseline:.3f}")
+        row = metrics.get_by_role("row", name=re.compile(f"^{name.replace('_', ' ')} ", re.IGNORECASE))
+        expect(row).to_have_count(1)
+        expected = [_figure(value), _figure(card["majority_baseline"].get(name))]
+        expect(row.get_by_role("cell")).to_have_text(expected)
     expect(view).to_contain_text(f"temperature {card['calibration']['temperature']:.3f}")
     expect(view).to_contain_text(f"{card['out_of_distribution']['threshold']:.3f}")
     _shot(page, "model")

@@ -2,7 +2,7 @@
 // (a newer card's additions) are still shown, under "More from the model card".
 
 import { el, facts, table } from "./dom.js";
-import { decimal, figure, label, MISSING, percent, when } from "./format.js";
+import { count, decimal, figure, label, MISSING, percent, when } from "./format.js";
 import { perSourceTables, recordTable, renderValue } from "./generic.js";
 
 const SHOWN = new Set([
@@ -54,9 +54,9 @@ function population(card) {
   const classes = [...new Set(Object.values(data.splits).flatMap((s) => Object.keys(s.per_class)))];
   const rows = Object.entries(data.splits).map(([name, split]) => [
     label(name),
-    figure(split.images),
-    figure(split.patients),
-    ...classes.map((c) => figure(split.per_class[c] ?? 0)),
+    count(split.images),
+    count(split.patients),
+    ...classes.map((c) => count(split.per_class[c] ?? 0)),
   ]);
   const extra = Object.entries(data).filter(([k]) => !["source", "split_method", "seed", "splits"].includes(k));
   return section(
@@ -74,8 +74,8 @@ function metrics(card) {
   const names = [...new Set([...Object.keys(card.validation_metrics), ...Object.keys(card.majority_baseline)])];
   const rows = names.map((name) => [
     label(name),
-    decimal(card.validation_metrics[name]),
-    decimal(card.majority_baseline[name]),
+    figure(card.validation_metrics[name]),
+    figure(card.majority_baseline[name]),
   ]);
   return section(
     "Validation metrics beside the majority-class baseline",
