@@ -314,7 +314,8 @@ def test_worklist_shows_the_deployment_answer(session: Session, api: httpx.Clien
     page.get_by_role("button", name="Worklist").click()
     message = page.get_by_test_id("worklist-message")
     answer = api.get("/v1/studies")
-    if answer.status_code == 404:
+    # No such route, or DICOM intake not configured on this server (issue 17's gateway).
+    if answer.status_code == 404 or strict_json(answer).get("code") == "pacs_not_configured":
         expect(message).to_have_text("The worklist is not available on this deployment.")
     else:
         assert answer.status_code == 200, answer.text

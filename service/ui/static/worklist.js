@@ -1,5 +1,7 @@
 // The worklist: triaged studies from GET /v1/studies, urgent first, refreshed while it is in view.
-// A deployment without the endpoint (404) is told so once and not polled again.
+// A deployment without the endpoint (404), or without DICOM intake configured, is told so once and
+// not polled again. Shape: {total, limit, offset, studies: [{study_instance_uid, received_at,
+// finished_at, triage_level, probability, model_version, delivery_state, instances: [...]}]}.
 
 import { ApiError, getStudies } from "./api.js";
 import { el, facts, table } from "./dom.js";
@@ -35,15 +37,14 @@ function studiesOf(body) {
   return Array.isArray(list) ? list : [];
 }
 
-function timeOf(study) {
-  const t = Date.parse(finished(study) ?? received(study) ?? "");
-  return Number.isNaN(t) ? 0 : t;
-}
-
+// The service already ranks (urgent, then untriaged, then routine; newest first within each): a
+// stable sort on "urgent or not" keeps its order and only guarantees that urgent comes first.
 export function urgentFirst(studies) {
   const rank = (s) => (level(s) === "urgent" ? 0 : 1);
-  return [...studies].sort((a, b) => rank(a) - rank(b) || timeOf(b) - timeOf(a));
+  return [...studies].sort((a, b) => rank(a) - rank(b));
 }
+
+const UNAVAILABLE = new Set(["not_found", "pacs_not_configured"]);
 
 function levelBadge(study) {
   const value = level(study);
@@ -101,7 +102,7 @@ export class Worklist {
     }
     try {
       const body = await getStudies();
-      this.render(urgentFirst(studiesOf(body)));
+      this.render(urgentFirst(studiesOf(body)), body && typeof body.total === "number" ? body.total : null);
       this.updated.textContent = `Updated ${new Date().toLocaleTimeString("en-GB", { hour12: false })}; refreshes every ${REFRESH_MS / 1000} s.`;
     } catch (error) {
       if (!(error instanceof ApiError)) {
@@ -110,7 +111,7 @@ export class Worklist {
       if (this.onAuthFailure(error)) {
         return;
       }
-      if (error.status === 404) {
+      if (error.status === 404 || UNAVAILABLE.has(error.code)) {
         this.unavailable = true;
         this.pause();
         this.updated.textContent = "";
@@ -118,7 +119,7 @@ export class Worklist {
           el("p", { class: "notice", "data-testid": "worklist-message", text: "The worklist is not available on this deployment." }),
           el("p", {
             class: "muted small",
-            text: "This service does not list triaged studies (GET /v1/studies). Films can still be tried one at a time.",
+            text: "This service does not list triaged studies (no DICOM intake, or no GET /v1/studies). Films can still be tried one at a time.",
           }),
         );
         return;
@@ -129,7 +130,7 @@ export class Worklist {
     }
   }
 
-  render(studies) {
+  render(studies, total) {
     if (studies.length === 0) {
       this.host.replaceChildren(el("p", { class: "notice", "data-testid": "worklist-message", text: "No triaged studies yet." }));
       return;
@@ -144,22 +145,46 @@ export class Worklist {
       figure(delivery(study)),
       el("code", { class: "wrap", text: studyUid(study) ?? MISSING }),
     ]);
+    const caption = total !== null && total > studies.length
+      ? `Triaged studies, urgent first (the first ${studies.length} of ${total})`
+      : "Triaged studies, urgent first";
     this.host.replaceChildren(
-      table("Triaged studies, urgent first", ["", "Triage", "Probability", "Received", "Finished", "Model", "Delivery", "Study UID"], rows),
+      table(caption, ["", "Triage", "Probability", "Received", "Finished", "Model", "Delivery", "Study UID"], rows),
     );
   }
 
   open(study) {
     const title = el("h3", { tabindex: "-1", text: "Study" });
+    const scalars = Object.entries(study).filter(([, v]) => v === null || typeof v !== "object");
+    const instances = Array.isArray(study.instances) ? study.instances : [];
     this.detail.replaceChildren(
       el(
         "section",
         { class: "card", "data-testid": "study-detail" },
         title,
         el("p", {}, levelBadge(study)),
-        facts(Object.entries(study).map(([k, v]) => [label(k), typeof v === "object" && v !== null ? JSON.stringify(v) : figure(v)])),
+        facts(scalars.map(([k, v]) => [label(k), k.endsWith("_at") ? when(v) : figure(v)])),
+        instances.length > 0 ? instanceTable(instances) : null,
       ),
     );
     title.focus();
   }
+}
+
+const INSTANCE_COLUMNS = [
+  ["SOP instance UID", (i) => el("code", { class: "wrap", text: i.sop_instance_uid ?? MISSING })],
+  ["State", (i) => figure(i.state)],
+  ["Triage", (i) => levelBadge(i)],
+  ["Probability", (i) => percent(i.probability)],
+  ["Finished", (i) => when(i.finished_at)],
+  ["Delivery", (i) => figure(i.delivery_state)],
+  ["Reason", (i) => figure(i.reason ?? i.delivery_error)],
+];
+
+function instanceTable(instances) {
+  return table(
+    "Films of this study",
+    INSTANCE_COLUMNS.map(([heading]) => heading),
+    instances.map((instance) => INSTANCE_COLUMNS.map(([, cell]) => cell(instance))),
+  );
 }
