@@ -10,7 +10,8 @@ import { Worklist } from "./worklist.js";
 
 const $ = (id) => document.getElementById(id);
 
-const state = { card: null, busy: false };
+// session counts key entries: an answer that arrives after the key was forgotten is dropped.
+const state = { card: null, busy: false, session: 0 };
 const urls = new UrlBag();
 const worklist = new Worklist({
   host: $("worklist-body"),
@@ -43,6 +44,7 @@ function showView(name, { focus = true } = {}) {
 
 function lock(message) {
   forgetKey();
+  state.session += 1;
   state.card = null;
   urls.revokeAll();
   worklist.reset();
@@ -105,12 +107,16 @@ async function analyse(file) {
     return;
   }
   state.busy = true;
+  const session = state.session;
   const status = $("film-status");
   const host = $("film-result");
   status.textContent = "Analysing the film…";
   host.setAttribute("aria-busy", "true");
   try {
     const prediction = await predict(file);
+    if (session !== state.session) {
+      return;
+    }
     urls.revokeAll();
     host.replaceChildren(renderPrediction(prediction, state.card, urls));
     status.textContent = prediction.triage
@@ -120,7 +126,7 @@ async function analyse(file) {
     if (!(error instanceof ApiError)) {
       throw error;
     }
-    if (handleAuthFailure(error)) {
+    if (session !== state.session || handleAuthFailure(error)) {
       return;
     }
     urls.revokeAll();

@@ -18,15 +18,39 @@ function isFlatRecord(value) {
   return isPlainObject(value) && Object.values(value).every(isScalar);
 }
 
+// A record whose members are scalars or flat records, one level flattened into columns
+// ({auc, per_source_auc: {a, b}} -> {auc, "per_source_auc · a", ...}); null for anything deeper.
+function flatten(value) {
+  if (!isPlainObject(value)) {
+    return null;
+  }
+  const flat = {};
+  for (const [key, member] of Object.entries(value)) {
+    if (isScalar(member)) {
+      flat[key] = member;
+    } else if (isFlatRecord(member)) {
+      for (const [inner, scalar] of Object.entries(member)) {
+        flat[`${key} · ${inner}`] = scalar;
+      }
+    } else {
+      return null;
+    }
+  }
+  return flat;
+}
+
 // {row: {column: scalar}} or [{column: scalar}]: a table.
 function tableRows(value) {
-  if (Array.isArray(value) && value.length > 0 && value.every(isFlatRecord)) {
-    return value.map((record, i) => [String(i + 1), record]);
+  const records = Array.isArray(value) ? value : isPlainObject(value) ? Object.values(value) : [];
+  if (records.length === 0) {
+    return null;
   }
-  if (isPlainObject(value) && Object.keys(value).length > 0 && Object.values(value).every(isFlatRecord)) {
-    return Object.entries(value);
+  const flat = records.map(flatten);
+  if (flat.some((record) => record === null)) {
+    return null;
   }
-  return null;
+  const names = Array.isArray(value) ? records.map((_, i) => String(i + 1)) : Object.keys(value);
+  return names.map((name, i) => [name, flat[i]]);
 }
 
 export function recordTable(caption, rows) {

@@ -21,6 +21,7 @@ const SHOWN = new Set([
   "onnx_sha256",
   "execution_provider",
   "provider_fallback",
+  "intended_population",
 ]);
 
 function section(title, ...content) {
@@ -62,6 +63,7 @@ function population(card) {
   return section(
     "Population and sources",
     facts([
+      ...(card.intended_population ? [["Intended for", card.intended_population]] : []),
       ["Source", data.source],
       ["Split", `${data.split_method} (seed ${data.seed})`],
       ...extra.map(([k, v]) => [label(k), renderValue(v, label(k))]),
