@@ -6,7 +6,6 @@ and that no request leaves the service's origin and no key is kept anywhere but 
 With CXR_UI_SCREENSHOTS=<folder> each state is also saved there as a PNG (docs/img holds them).
 """
 
-import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,9 +46,15 @@ OVERLAY_SIDE = 512  # above the test films' size: the overlay is the film's own 
 
 
 @dataclass(frozen=True)
+class Film:
+    png: bytes
+    dicom: bytes  # the same pixels in a DX object of its own study
+
+
+@dataclass(frozen=True)
 class Films:
-    pneumonia: bytes
-    normal: bytes
+    pneumonia: Film
+    normal: Film
 
 
 @dataclass(frozen=True)
@@ -58,23 +63,35 @@ class Server:
     log: Path
 
 
+def _as_film(path: Path) -> Film:
+    with Image.open(path) as image:
+        plane = np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+    return Film(png=path.read_bytes(), dicom=dicom_bytes(dicom_dataset(plane)))
+
+
 @pytest.fixture(scope="module")
 def films(tiny_ood_model_dir: Path, tiny_dataset: Path) -> Films:
     """The training film the model calls most surely urgent, and the most surely routine one, among
-    those its out-of-distribution gate lets through (fitted on 64 px training films, it refuses the
-    same films enlarged, so they are sent as they are)."""
+    those its out-of-distribution gate lets through, as PNG and as DICOM alike (the tiny model's
+    margins are thin). Fitted on 64 px training films, the gate refuses the same films enlarged, so
+    they are sent at their size."""
     runtime = ModelRuntime.load(Settings(model_dir=tiny_ood_model_dir, execution_provider="cpu"))
-    assert runtime.threshold is not None and runtime.card.ood is not None
-    positive = runtime.card.class_names.index(runtime.threshold.positive_class)
-    scored = []
-    for path in sorted(tiny_dataset.glob("*/*.png")):
-        data = path.read_bytes()
+    threshold, ood = runtime.threshold, runtime.card.ood
+    assert threshold is not None and ood is not None
+    positive = runtime.card.class_names.index(threshold.positive_class)
+
+    def score(data: bytes) -> tuple[bool, float]:
         inference = runtime.infer(runtime.prepare(data, 10_000_000)[0])
         assert inference.ood_score is not None
-        if inference.ood_score <= runtime.card.ood.threshold:
-            scored.append((float(inference.probabilities[positive]), data))
-    urgent = [s for s in scored if s[0] >= runtime.threshold.value]
-    routine = [s for s in scored if s[0] < runtime.threshold.value]
+        return inference.ood_score <= ood.threshold, float(inference.probabilities[positive])
+
+    urgent: list[tuple[float, Film]] = []
+    routine: list[tuple[float, Film]] = []
+    for path in sorted(tiny_dataset.glob("*/*.png")):
+        film = _as_film(path)
+        (png_ok, p), (dicom_ok, p_dicom) = score(film.png), score(film.dicom)
+        if png_ok and dicom_ok and (p >= threshold.value) == (p_dicom >= threshold.value):
+            (urgent if p >= threshold.value else routine).append((p, film))
     assert urgent and routine, "the tiny model must call some accepted films urgent and some routine"
     return Films(pneumonia=max(urgent, key=lambda s: s[0])[1], normal=min(routine, key=lambda s: s[0])[1])
 
@@ -247,14 +264,14 @@ def test_pneumonia_and_normal_films_show_what_the_api_says(
     _unlock(page)
     expect(page.locator("#view-film")).to_be_visible()
     expected = {}
-    for name, data in (("pneumonia", films.pneumonia), ("normal", films.normal)):
+    for name, data in (("pneumonia", films.pneumonia.png), ("normal", films.normal.png)):
         response = post_file(api, data, params={"film": "true"})
         assert response.status_code == 200, response.text
         expected[name] = strict_json(response)
     assert expected["pneumonia"]["triage"]["level"] == "urgent"
     assert expected["normal"]["triage"]["level"] == "routine"
 
-    _upload(page, films.pneumonia, "pneumonia.png", "image/png")
+    _upload(page, films.pneumonia.png, "pneumonia.png", "image/png")
     _expect_prediction_shown(page, expected["pneumonia"])
     _shot(page, "urgent")
     overlay = page.get_by_test_id("overlay")
@@ -265,7 +282,7 @@ def test_pneumonia_and_normal_films_show_what_the_api_says(
     expect(page.get_by_test_id("film")).to_be_visible()
     _shot(page, "heat-map-off")
 
-    _upload(page, films.normal, "normal.png", "image/png")
+    _upload(page, films.normal.png, "normal.png", "image/png")
     _expect_prediction_shown(page, expected["normal"])
     expect(page.get_by_test_id("overlay")).to_be_visible()  # a new film starts with the map on
     _shot(page, "routine")
@@ -273,9 +290,7 @@ def test_pneumonia_and_normal_films_show_what_the_api_says(
 
 
 def test_a_dicom_film_is_shown_through_the_service(session: Session, films: Films, api: httpx.Client) -> None:
-    with Image.open(io.BytesIO(films.normal)) as image:
-        plane = np.asarray(image, dtype=np.float64) / 255.0
-    data = dicom_bytes(dicom_dataset(plane))
+    data = films.normal.dicom
     response = post_file(api, data, params={"film": "true"})
     assert response.status_code == 200, response.text
     body = strict_json(response)
@@ -351,7 +366,7 @@ def test_model_view_shows_the_card_beside_the_baseline(session: Session, api: ht
 def test_the_key_stays_in_memory_only(session: Session, films: Films) -> None:
     page = session.page
     _unlock(page)
-    _upload(page, films.normal, "normal.png", "image/png")
+    _upload(page, films.normal.png, "normal.png", "image/png")
     expect(page.get_by_test_id("result")).to_be_visible()
     stored = page.evaluate("() => [document.cookie, localStorage.length, sessionStorage.length]")
     assert stored == ["", 0, 0]
@@ -391,7 +406,7 @@ def test_usable_without_horizontal_scrolling(
     try:
         page = session.page
         _unlock(page)
-        _upload(page, films.pneumonia, "pneumonia.png", "image/png")
+        _upload(page, films.pneumonia.png, "pneumonia.png", "image/png")
         expect(page.get_by_test_id("result")).to_be_visible()
         expect(page.get_by_test_id("overlay")).to_be_visible()
         width = page.evaluate("() => document.documentElement.scrollWidth")
