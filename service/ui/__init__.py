@@ -1,1 +1,0 @@
-"""The radiologist's review page: static HTML, CSS and JavaScript in ``static/``, served at /ui."""
