@@ -31,7 +31,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--image-size", dest="image_size", type=int)
     parser.add_argument("--patient-pattern", dest="patient_pattern")
-    parser.add_argument("--split-method", dest="split_method", choices=["auto", "given", "patient", "image"])
+    parser.add_argument(
+        "--split-method", dest="split_method", choices=["auto", "given", "patient", "image", "near_duplicate"]
+    )
     parser.add_argument("--val-fraction", dest="val_fraction", type=float)
     parser.add_argument("--test-fraction", dest="test_fraction", type=float)
     parser.add_argument("--seed", type=int)

@@ -45,10 +45,14 @@ class TrainConfig(BaseModel):
     allow_download: bool = Field(False, description="let timm download ImageNet weights from its hub")
     image_size: int = Field(224, ge=16)
     patient_pattern: str = KERMANY_PATIENT_PATTERN
-    split_method: Literal["auto", "given", "patient", "image"] = Field(
+    split_method: Literal["auto", "given", "patient", "image", "near_duplicate"] = Field(
         "auto",
         description="auto: the source's own split if it has one, else by patient; image: by image, only "
-        "for sources without patient ids (identical files are still kept together)",
+        "for sources without patient ids (identical files are still kept together); near_duplicate: "
+        "films grouped by difference hash, for sources without patient ids that hold re-encoded copies",
+    )
+    near_duplicate_distance: int = Field(
+        12, ge=0, le=64, description="256-bit difference hashes this close (Hamming) are one film's copies"
     )
     drop_leaked_copies: bool = Field(
         False,

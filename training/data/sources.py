@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from training.config import TrainConfig
+from training.data.inputs import load_inputs
 from training.data.manifest import read_manifest, scan_manifest
+from training.data.near_duplicates import difference_hash
 from training.data.npz import NPZ_SPLITS, scan_npz
 from training.data.scan import DatasetLayoutError, Sample, scan_folder
 from training.data.split import (
@@ -20,11 +22,13 @@ from training.data.split import (
     check_every_class,
     given_split,
     split_by_image,
+    split_by_near_duplicate,
     split_by_patient,
 )
 
 DataFormat = Literal["folder", "npz", "csv"]
-Method = Literal["given", "patient", "image"]
+Method = Literal["given", "patient", "image", "near_duplicate"]
+HASH_SIDE = 64  # the contract input a difference hash is taken from: small, cheap, enough for 17 x 16
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,27 @@ def _ratios(config: TrainConfig) -> str:
 def _ratio_split(config: TrainConfig, method: Method, samples: list[Sample]) -> Split:
     if method == "patient":
         return split_by_patient(samples, config.val_fraction, config.seed, config.test_fraction)
+    if method == "near_duplicate":
+        hashes = [difference_hash(plane) for plane in load_inputs(samples, HASH_SIDE, HASH_SIDE)]
+        return split_by_near_duplicate(
+            samples,
+            hashes,
+            config.val_fraction,
+            config.seed,
+            config.test_fraction,
+            max_distance=config.near_duplicate_distance,
+        )
     return split_by_image(samples, config.val_fraction, config.seed, config.test_fraction)
+
+
+def _by_image(config: TrainConfig, method: Method) -> str:
+    """How an image-level split was grouped, in words, for the model card."""
+    if method == "near_duplicate":
+        return (
+            f"by near-duplicate group (256-bit difference hash within {config.near_duplicate_distance} bits, "
+            f"identical files too), {_ratios(config)}"
+        )
+    return f"by image (identical files kept together), {_ratios(config)}"
 
 
 def _folder(config: TrainConfig) -> tuple[list[str], Split, str, str]:
@@ -88,7 +112,7 @@ def _folder(config: TrainConfig) -> tuple[list[str], Split, str, str]:
     how = (
         f"by patient (pattern {config.patient_pattern!r}), {_ratios(config)}"
         if method == "patient"
-        else f"by image (identical files kept together), {_ratios(config)}"
+        else _by_image(config, method)
     )
     return scanned.class_names, split, f"folder {root.resolve()}", how
 
@@ -109,7 +133,7 @@ def _npz(config: TrainConfig) -> tuple[list[str], Split, str, str]:
         how = f"given by the file ({arrays} arrays), no identical content across splits{_dropped(split)}"
     else:
         split = _ratio_split(config, method, source.samples)
-        how = f"by image, the file's own splits pooled (identical rows kept together), {_ratios(config)}"
+        how = f"{_by_image(config, method)}, the file's own splits pooled"
     return source.class_names, split, description, how
 
 
@@ -124,7 +148,7 @@ def _csv(config: TrainConfig) -> tuple[list[str], Split, str, str]:
     manifest = read_manifest(path)
     method = _method(config, has_split=manifest.has_split, what=f"The manifest {path}")
     pattern = config.patient_pattern if method == "patient" and not manifest.has_patient else None
-    source = scan_manifest(manifest, config.class_names, pattern, patients=method != "image")
+    source = scan_manifest(manifest, config.class_names, pattern, patients=method in ("patient", "given"))
     patients = "patient column" if manifest.has_patient else f"pattern {config.patient_pattern!r}"
     if method == "given" and source.given_splits is not None:
         split = given_split(source.samples, source.given_splits, config.drop_leaked_copies)
@@ -135,7 +159,7 @@ def _csv(config: TrainConfig) -> tuple[list[str], Split, str, str]:
         how = f"by patient ({patients}), {_ratios(config)}"
     else:
         split = _ratio_split(config, method, source.samples)
-        how = f"by image (identical files kept together), {_ratios(config)}"
+        how = _by_image(config, method)
     return source.class_names, split, f"CSV manifest {path.resolve()}", how
 
 

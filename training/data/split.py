@@ -8,6 +8,7 @@ from itertools import combinations
 
 import numpy as np
 
+from training.data.near_duplicates import Groups, close_pairs
 from training.data.scan import NO_PATIENT, DatasetLayoutError, Sample
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -126,6 +127,34 @@ def split_by_image(
     """Each image its own group, except that byte-identical films form one group, so a copy never
     sits on both sides. For sources without patient ids: patients are not looked at."""
     return split_by_group(samples, lambda s: s.content_sha256, val_fraction, test_fraction, seed)
+
+
+def near_duplicate_groups(samples: Sequence[Sample], hashes: Sequence[int], max_distance: int) -> list[str]:
+    """Per sample, its group: identical bytes and every film within ``max_distance`` bits of
+    difference hash (``hashes[i]`` is sample i's) are one group, transitively."""
+    groups = Groups(len(samples))
+    first_of: dict[str, int] = {}
+    for index, sample in enumerate(samples):
+        groups.union(first_of.setdefault(sample.content_sha256, index), index)
+    for i, j in close_pairs(hashes, max_distance):
+        groups.union(i, j)
+    return [f"group-{groups.find(i)}" for i in range(len(samples))]
+
+
+def split_by_near_duplicate(
+    samples: Sequence[Sample],
+    hashes: Sequence[int],
+    val_fraction: float,
+    seed: int,
+    test_fraction: float = 0.0,
+    *,
+    max_distance: int = 12,
+) -> Split:
+    """For sources without patient ids: a film, its copies and its near-copies (resized, re-encoded,
+    re-windowed: see ``near_duplicates``) land in one split, stratified by label."""
+    groups = near_duplicate_groups(samples, hashes, max_distance)
+    group_of = dict(zip((id(s) for s in samples), groups, strict=True))
+    return split_by_group(samples, lambda s: group_of[id(s)], val_fraction, test_fraction, seed)
 
 
 def given_split(samples: Sequence[Sample], splits: Sequence[str], drop_copies: bool = False) -> Split:

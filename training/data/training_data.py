@@ -24,6 +24,7 @@ DATA_FIELDS = (
     "class_names",
     "patient_pattern",
     "split_method",
+    "near_duplicate_distance",
     "val_fraction",
     "test_fraction",
     "seed",

@@ -12,12 +12,14 @@ The YAML::
         - {label: resnet50, backbone: resnet50, weights: none}
       augment.enabled: [true, false]         # a field axis: dotted path into TrainConfig
     rank_by: auc                             # a metric of the reporting split (default auc)
+    run: ["baseline_cnn_*"]                  # optional: only these cells; the rest reported "not run"
 
 Paths in ``base`` are relative to the YAML's folder. Every cell is a normal run folder under
 ``<out>/runs/<cell>``; a cell with a ``result.json`` is done and skipped on the next invocation, a
 cell without one (interrupted) is started again from scratch.
 """
 
+import fnmatch
 import itertools
 import json
 import logging
@@ -104,6 +106,9 @@ def run_grid(
     for index, (cell, settings, planned_config) in enumerate(planned, 1):
         config = planned_config.model_copy(update={"output_dir": runs})
         done = (runs / cell / RESULT_FILE).exists()
+        if not selected(spec, cell) and not done:
+            log.info("[%d/%d] %s: not in this study's run list", index, len(planned), cell)
+            continue
         if done and not rescore:
             log.info("[%d/%d] %s: done already", index, len(planned), cell)
             continue
@@ -122,11 +127,29 @@ def run_grid(
             result = _run_cell(cell, settings, config, cached[1])
         (runs / cell).mkdir(exist_ok=True)  # a cell that failed before its run folder existed
         (runs / cell / RESULT_FILE).write_text(result.model_dump_json(indent=2))
-    results = [
-        CellResult.model_validate_json((runs / cell / RESULT_FILE).read_text()) for cell, _, _ in planned
-    ]
+    results = [_result(runs / cell, cell, settings, config) for cell, settings, config in planned]
     write_grid_report(spec, results, out_dir, _relative(spec_path))
     return results
+
+
+def selected(spec: GridSpec, cell: str) -> bool:
+    """Whether the spec's ``run`` list (fnmatch patterns) takes this cell; no list takes every cell."""
+    return spec.run is None or any(fnmatch.fnmatchcase(cell, pattern) for pattern in spec.run)
+
+
+def _result(cell_dir: Path, cell: str, settings: dict[str, Any], config: TrainConfig) -> CellResult:
+    """The cell's ``result.json``, or a "not run" entry (nothing measured) for a cell left out."""
+    if (cell_dir / RESULT_FILE).exists():
+        return CellResult.model_validate_json((cell_dir / RESULT_FILE).read_text())
+    return CellResult(
+        cell=cell,
+        settings=settings,
+        status="not run",
+        message="outside this study's run list",
+        backbone=config.backbone,
+        weights=config.weights,
+        wall_seconds=0.0,
+    )
 
 
 def _relative(path: Path) -> str:

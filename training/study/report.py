@@ -18,6 +18,7 @@ TABLE_METRICS = (
     "auc",
     "accuracy",
     "balanced_accuracy",
+    "macro_f1",
     "sensitivity",
     "specificity",
     "precision",
@@ -91,6 +92,7 @@ def _markdown(spec: GridSpec, results: list[CellResult], spec_path: str) -> str:
     best = ranked(results, spec.rank_by)
     collapsed = [r for r in results if r.status == "collapsed"]
     failed = [r for r in results if r.status == "failed"]
+    not_run = [r for r in results if r.status == "not run"]
     done = [r for r in results if r.report_split]
     split = done[0].report_split if done else "validation"
     baseline = done[0].majority_baseline if done else {}
@@ -101,7 +103,7 @@ def _markdown(spec: GridSpec, results: list[CellResult], spec_path: str) -> str:
     lines += [f"Command: `python -m training grid {spec_path}`", ""]
     lines += [
         f"{len(results)} cells: {len(best)} ranked, {len(collapsed)} collapsed (not ranked), "
-        f"{len(failed)} failed. Sum of cell wall times: {total / 60:.1f} min.",
+        f"{len(failed)} failed, {len(not_run)} not run. Sum of cell wall times: {total / 60:.1f} min.",
         f"Metrics on the **{split}** split at each model's validation operating point; ranked by "
         f"`{spec.rank_by}` with its bootstrap 95% interval.",
         "",
@@ -149,6 +151,11 @@ def _markdown(spec: GridSpec, results: list[CellResult], spec_path: str) -> str:
     if failed:
         lines += ["", "## Failed", ""]
         lines += [f"- {r.cell}: {(r.message or '').splitlines()[0]}" for r in failed]
+    if not_run:
+        lines += ["", "## Not run", ""]
+        lines += ["Cells of the grid outside its `run` list: nothing was measured for them.", ""]
+        lines += [f"- {r.cell} ({_settings(r)})" for r in not_run]
+    lines += _per_class_table(best + collapsed)
     if best:
         lines += [
             "",
@@ -164,6 +171,22 @@ def _markdown(spec: GridSpec, results: list[CellResult], spec_path: str) -> str:
     return "\n".join(lines)
 
 
+def _per_class_table(results: list[CellResult]) -> list[str]:
+    """Recall and F1 of every class, per cell (ranked cells first, then collapsed ones)."""
+    shown = [r for r in results if r.per_class]
+    if not shown:
+        return []
+    names = list(shown[0].per_class)
+    header = ["cell", *(f"{name} recall" for name in names), *(f"{name} F1" for name in names)]
+    lines = ["", "## Per class (one class against the rest, same split and decision rule)", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in shown:
+        recalls = [format_metric(r.per_class.get(n, {}).get("recall")) for n in names]
+        f1s = [format_metric(r.per_class.get(n, {}).get("f1")) for n in names]
+        lines.append("| " + " | ".join([r.cell, *recalls, *f1s]) + " |")
+    return lines
+
+
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
 
@@ -175,7 +198,7 @@ def _count(value: int | None) -> str:
 def _plot_comparison(spec: GridSpec, results: list[CellResult], path: Path) -> None:
     metric = spec.rank_by
     order = ranked(results, metric)
-    rest = [r for r in results if r not in order]
+    rest = [r for r in results if r not in order and r.status != "not run"]
     shown = order + rest
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(shown) + 1.5))
     for y, r in enumerate(shown):

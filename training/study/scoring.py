@@ -42,6 +42,10 @@ def score_cell(run_dir: Path, data: TrainingData) -> dict[str, Any]:
         "weights": summary.weights,
         "report_split": split,
         "metrics": report.scores.metrics,
+        "per_class": {
+            c.name: {"precision": c.precision, "recall": c.recall, "f1": c.f1, "support": float(c.support)}
+            for c in report.scores.per_class
+        },
         "confidence_intervals": {k: (v.low, v.high) for k, v in report.confidence_intervals.items()},
         "majority_baseline": report.baseline.metrics,
         "validation_auc": summary.validation_metrics.get("auc"),

@@ -18,6 +18,11 @@ class GridSpec(BaseModel):
     base: dict[str, Any]
     axes: dict[str, list[Any]] = Field(min_length=1)
     rank_by: str = "auc"
+    run: list[str] | None = Field(
+        None,
+        description="fnmatch patterns of the cells to run (a documented subset when the whole grid does not "
+        "fit the budget); the others are listed as not run, never filled in. None: every cell",
+    )
 
 
 class CellResult(BaseModel):
@@ -27,12 +32,15 @@ class CellResult(BaseModel):
 
     cell: str
     settings: dict[str, Any]
-    status: Literal["ok", "collapsed", "failed"]
+    status: Literal["ok", "collapsed", "failed", "not run"]
     message: str | None = None
     backbone: str
     weights: str | None = None
     report_split: str | None = None
     metrics: dict[str, float | None] = {}
+    per_class: dict[str, dict[str, float | None]] = Field(
+        default_factory=dict, description="class name -> its one-vs-rest precision, recall, f1, support"
+    )
     confidence_intervals: dict[str, tuple[float, float]] = {}
     majority_baseline: dict[str, float | None] = {}
     validation_auc: float | None = None
