@@ -135,3 +135,25 @@ def test_unknown_grid_keys_are_refused(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"name": "x", "base": {}, "axes": {"seed": [0]}, "typo": 1}))
     with pytest.raises(ValueError, match="typo"):
         load_spec(path)
+
+
+def test_a_run_list_runs_only_its_cells_and_reports_the_rest_as_not_run(
+    tmp_path: Path, tiny_dataset: Path
+) -> None:
+    spec_path = _spec(tmp_path, tiny_dataset)
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["axes"] = {"backbone": ["baseline_cnn", "mlp"], "augment.enabled": [True, False]}
+    spec["base"] |= {"data_dir": str(tiny_dataset), "finetune_epochs": 1}
+    spec["run"] = ["baseline_cnn_off"]
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    results = {r.cell: r for r in run_grid(spec_path)}
+    assert results["baseline_cnn_off"].status == "ok"
+    assert (results["baseline_cnn_off"].per_class["PNEUMONIA"]["support"] or 0) > 0
+    for cell in ("baseline_cnn_on", "mlp_on", "mlp_off"):
+        assert results[cell].status == "not run" and not results[cell].metrics, cell
+        assert not (spec_path.parent / "runs" / cell).exists()  # nothing measured, nothing written
+    markdown = (spec_path.parent / "results.md").read_text()
+    not_run = markdown.split("## Not run")[1]
+    assert "mlp_on" in not_run and "baseline_cnn_off" not in not_run
+    assert "| 1 | baseline_cnn_off |" in markdown
+    assert "PNEUMONIA recall" in markdown
