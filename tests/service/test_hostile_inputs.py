@@ -48,7 +48,9 @@ from tests.factories import (
     encapsulated_dicom_bytes,
     exif_bytes,
     gray_image,
+    dicom_element_flood,
     jpeg_bytes,
+    nested_patient_name_dicom,
     pillow_bytes,
     png_bytes,
     png_chunk,
@@ -334,7 +336,6 @@ REFUSALS: dict[str, Refusal] = {
     "apng": Refusal(lambda: animated_bytes([FILM, FILM[::-1]]), 422, "multi_frame", "image/png"),
     "mpo-jpeg": Refusal(lambda: animated_bytes([FILM, FILM[::-1]], image_format="MPO"), 422, "multi_frame"),
     # DICOM that is not a Part 10 file, or that is also something else.
-    "dicom-without-preamble": Refusal(dicom_without_preamble, 415, "unsupported_format", "application/dicom"),
     "dicom-pe-polyglot": Refusal(lambda: with_preamble(PE_PREAMBLE), 422, "executable_preamble"),
     "dicom-elf-polyglot": Refusal(lambda: with_preamble(ELF_PREAMBLE), 422, "executable_preamble"),
     "dicomdir": Refusal(dicomdir_bytes, 422, "dicomdir", "application/dicom"),
@@ -354,6 +355,13 @@ REFUSALS: dict[str, Refusal] = {
     "dicom-rle-segment-offset-past-end": Refusal(rle_offsets_past_the_end, 400, "corrupt_dicom"),
     "dicom-rle-segment-too-short": Refusal(rle_segment_too_short, 400, "corrupt_dicom"),
     "dicom-rle-fallback-bomb": Refusal(rle_fallback_bomb, 400, "corrupt_dicom"),
+    # Metadata bombs (issue 15): PatientName as a sequence nested 400 / 1000 deep once grew the
+    # service to 24 GB when a result object was written, or answered 500 with a 100 KB log line.
+    "dicom-patient-name-nested-400": Refusal(
+        lambda: nested_patient_name_dicom(FILM, 400), 400, "dicom_too_deep", "application/dicom"
+    ),
+    "dicom-patient-name-nested-1000": Refusal(lambda: nested_patient_name_dicom(FILM, 1000), 400, "dicom_too_deep"),
+    "dicom-element-flood": Refusal(lambda: dicom_element_flood(FILM, 20_000), 400, "dicom_too_many_elements"),
     # Not a frontal chest radiograph.
     "dicom-non-chest": Refusal(non_chest, 422, "unsupported_body_part"),
 }
@@ -487,6 +495,8 @@ SAME_FILM: dict[str, tuple[Callable[[], bytes], Callable[[], bytes], float]] = {
         1e-6,
     ),
     "png-bytes-sent-as-dicom": (lambda: png_bytes(FILM), lambda: png_bytes(FILM), 0.0),
+    # A raw dataset (file meta but no preamble), as older archives write them: the same film.
+    "dicom-without-preamble": (dicom_without_preamble, lambda: dicom_bytes(dicom_dataset(FILM)), 0.0),
     "dicom-with-tiff-preamble": (
         lambda: with_preamble(TIFF_PREAMBLE),
         lambda: dicom_bytes(dicom_dataset(FILM)),
