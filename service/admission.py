@@ -1,14 +1,16 @@
 """Admission control for predictions: a bounded queue in front of the slots, and one deadline each.
 
-A prediction takes a slot *before* its body is read and keeps it through decode and inference, so
-at most ``max_concurrent_predictions`` uploads and decoded films are in memory at once. Up to
-``max_queued`` more wait holding nothing but their connection; anything beyond is answered 503 with
-``Retry-After`` at once, so a burst costs a few bytes per refused request, never a film.
+A prediction takes a slot once its body is complete (reading it is waiting on the network, bounded
+by ``service.upload``'s own budget) and keeps it through decode and inference, so at most
+``max_concurrent_predictions`` decoded films are in memory at once. Up to ``max_queued`` more wait
+holding their upload (counted in ``CXR_UPLOAD_BYTES_IN_FLIGHT``); anything beyond is answered 503
+with ``Retry-After`` at once.
 
 The deadline (``CXR_REQUEST_TIMEOUT_S``) runs from arrival and covers every step. Running out:
 - while queued: 503 ``overloaded`` + Retry-After (nothing was started; safe to retry);
-- while the upload is read: 408 ``request_timeout`` and the connection is closed - a client
-  trickling its body loses its slot, and the others never wait on it;
+- while the upload is read: 408 ``request_timeout`` and the connection is closed (a trickling
+  client is usually cut off sooner, by the upload's minimum rate: 408 ``upload_too_slow``); it never
+  held a slot, so the others never waited on it;
 - during decode and inference: 504 ``deadline_exceeded``. Those run on a worker thread that cannot
   be interrupted, so the answer comes when the thread returns; the slot is held until then, which
   keeps the memory bound true.

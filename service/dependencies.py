@@ -15,6 +15,7 @@ from service.errors import ServiceError
 from service.metrics import Metrics
 from service.runtime import ModelRuntime
 from service.settings import Settings
+from service.upload import UploadBudget
 
 
 @dataclass
@@ -24,6 +25,7 @@ class AppContext:
     runtime: ModelRuntime | None = None  # set by the lifespan once the model is validated and loaded
     limiter: CapacityLimiter | None = None  # worker threads decoding and drawing (memory, CPU)
     admission: Admission | None = None  # slots + bounded queue for predictions, set by the lifespan
+    uploads: UploadBudget | None = None  # bytes of uploads held at once, set by the lifespan
     # Faults: set on SIGTERM (/readyz turns 503, requests are still served) and during a hot reload.
     draining: bool = False
     reloading: bool = False
@@ -68,8 +70,15 @@ async def get_limiter(context: ContextDep) -> CapacityLimiter:
     return context.limiter
 
 
+async def get_uploads(context: ContextDep) -> UploadBudget:
+    if context.uploads is None:
+        raise ServiceError("model_not_loaded", "The service is not started.", 503)
+    return context.uploads
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
 LimiterDep = Annotated[CapacityLimiter, Depends(get_limiter)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
+UploadsDep = Annotated[UploadBudget, Depends(get_uploads)]

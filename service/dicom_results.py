@@ -320,7 +320,9 @@ def _read_source(source: bytes, limits: DecodeLimits | None) -> Dataset:
     except InputError:
         is_dicom = False
     if not is_dicom:
-        raise InputError("dicom_output_unavailable", "DICOM results can only be made for a DICOM upload.", 422)
+        raise InputError(
+            "dicom_output_unavailable", "DICOM results can only be made for a DICOM upload.", 422
+        )
     return read_dicom(source, limits or DecodeLimits(), stop_before_pixels=True)
 
 
@@ -392,7 +394,7 @@ def _copyable(src: Dataset, keyword: str, *, max_values: int = 1) -> str | list[
     if keyword not in src:
         return None
     element = src[keyword]
-    if element.VR != dictionary_VR(keyword) or element.VR == "SQ":
+    if dictionary_VR(keyword) != element.VR or element.VR == "SQ":
         return None
     value = element.value
     values = list(value) if isinstance(value, MultiValue) else [value]

@@ -26,6 +26,7 @@ from service.routes import ALL_ROUTERS
 from service.runtime import ModelLoadError, ModelRuntime
 from service.settings import Settings
 from service.store_watch import start_watching, stop_watching
+from service.upload import UploadBudget
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         decode_threads = settings.decode_threads or available_cpus()
         context.limiter = CapacityLimiter(decode_threads)
         context.admission = Admission(settings.max_concurrent_predictions, settings.max_queued, metrics)
+        context.uploads = UploadBudget(settings.upload_bytes_in_flight, metrics)
         _log_access(access)
         activate(context, runtime)
         logger.info(

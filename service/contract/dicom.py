@@ -23,8 +23,8 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, MediaStorageDirecto
 
 from service.contract.codestream import BOUNDED_OUTPUT, HEADER_CHECKED, JPEG_EOI, JPEG_FAMILY, frame_header
 from service.contract.decoded import DecodedImage, DecodeLimits, DicomInfo, check_pixel_budget
-from service.contract.errors import InputError
 from service.contract.dicom_header import DicomLayout, check_header, dicom_layout
+from service.contract.errors import InputError
 from service.contract.sniff import DICOM_MAGIC_OFFSET, SourceFormat, is_part10
 from service.contract.uids import valid_uid
 
@@ -82,7 +82,9 @@ def read_dicom(data: bytes, limits: DecodeLimits, *, stop_before_pixels: bool = 
             422,
         )
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=not is_part10(data), stop_before_pixels=stop_before_pixels)
+        ds = pydicom.dcmread(
+            io.BytesIO(data), force=not is_part10(data), stop_before_pixels=stop_before_pixels
+        )
     except Exception as exc:  # hostile bytes raise struct.error, BytesLengthException, ... too
         raise InputError("corrupt_dicom", "The DICOM file could not be parsed.") from exc
     if layout.inferred:

@@ -10,7 +10,9 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 DICOM_MAGIC = b"DICM"
 DICOM_MAGIC_OFFSET = 128  # after the 128-byte preamble (PS3.10 section 7.1)
 # Value representations whose explicit-VR header has a 4-byte length (PS3.5 table 7.1-1).
-LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
 VRS = LONG_VRS | frozenset(
     {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN", b"SH"}
     | {b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
@@ -44,7 +46,8 @@ def is_raw_dataset(data: bytes) -> bool:
     if data[4:6] in VRS:
         return True
     # Implicit VR: a 4-byte length that fits in the file. The file meta group is always explicit.
-    return group == 0x0008 and struct.unpack_from("<I", data, 4)[0] <= len(data) - 8
+    length: int = struct.unpack_from("<I", data, 4)[0]
+    return group == 0x0008 and length <= len(data) - 8
 
 
 def sniff_format(data: bytes) -> SourceFormat:

@@ -14,8 +14,8 @@ from fastapi import APIRouter, Query, Request, Response
 
 from service.admission import Deadline, processing_timeout, upload_timeout
 from service.audit import current_audit
-from service.contract import DicomInfo, InputError, SourceFormat
-from service.dependencies import AdmissionDep, LimiterDep, MetricsDep, RuntimeDep, SettingsDep
+from service.contract import DecodeLimits, DicomInfo, InputError, SourceFormat
+from service.dependencies import AdmissionDep, LimiterDep, MetricsDep, RuntimeDep, SettingsDep, UploadsDep
 from service.dicom_results import build_secondary_capture, build_structured_report
 from service.logs import request_id_var
 from service.overlay import blend_overlay, overlay_background
@@ -30,7 +30,8 @@ from service.schemas import (
     PredictionResponse,
     Triage,
 )
-from service.upload import FILE_FIELD, read_upload
+from service.settings import Settings
+from service.upload import FILE_FIELD, UploadPolicy, read_upload
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -60,16 +61,20 @@ _MULTIPART_BODY: dict[str, Any] = {
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
-        400: "Empty, corrupt or truncated file; malformed multipart body",
+        400: "Empty, corrupt or truncated file; DICOM metadata past its limits (dicom_too_deep, "
+        "dicom_too_many_elements, dicom_header_too_large); malformed multipart body (too_many_parts, "
+        "multipart_boundary_missing, multipart_truncated)",
         401: "No API key, or not a valid one (WWW-Authenticate: Bearer)",
         403: "The API key lacks the 'predict' scope",
-        408: "The upload did not arrive within CXR_REQUEST_TIMEOUT_S",
+        408: "The upload did not arrive within CXR_REQUEST_TIMEOUT_S (request_timeout), or stalled or "
+        "trickled below CXR_UPLOAD_MIN_RATE_BPS / CXR_UPLOAD_IDLE_TIMEOUT_S (upload_too_slow)",
         413: "Upload larger than CXR_MAX_UPLOAD_BYTES",
         415: "Not a PNG, JPEG or DICOM file",
         422: "Missing 'file' part, a threshold query parameter, too many pixels, a decompression bomb, "
         "an animated image, unsupported DICOM (modality, body part, view, frames, no pixels, DICOMDIR, "
         "executable preamble...), out_of_distribution",
-        503: "No model loaded; or overloaded (queue full, or the deadline passed while queued): "
+        503: "No model loaded; or overloaded (queue full, upload bytes in flight spent, or the deadline "
+        "passed while queued): "
         "retry after Retry-After",
         504: "Decoding and inference took longer than CXR_REQUEST_TIMEOUT_S",
     }.items()
@@ -103,9 +108,9 @@ class _Analysis:
     overlay_png: bytes | None
 
 
-def _prepare(data: bytes, runtime: ModelRuntime, max_pixels: int, overlay_max_side: int | None) -> _Film:
+def _prepare(data: bytes, runtime: ModelRuntime, limits: DecodeLimits, overlay_max_side: int | None) -> _Film:
     """Decode and preprocess (CPU-bound: runs on a worker thread, never on the event loop)."""
-    tensor, decoded = runtime.prepare(data, max_pixels)
+    tensor, decoded = runtime.prepare(data, limits=limits)
     background = None if overlay_max_side is None else overlay_background(decoded.pixels, overlay_max_side)
     return _Film(tensor, decoded.source_format, decoded.width, decoded.height, decoded.dicom, background)
 
@@ -132,8 +137,30 @@ def _conclude(runtime: ModelRuntime, film: _Film, inference: Inference) -> _Anal
     return _Analysis(film, inference, predicted, gradcam, png)
 
 
-def _dicom_result(result: ResultFormat, source: bytes, runtime: ModelRuntime, analysis: _Analysis) -> bytes:
-    """The result as a DICOM object in the source's study, for PACS: SC of the overlay, or an SR."""
+def _dicom_result(
+    result: ResultFormat, source: bytes, runtime: ModelRuntime, analysis: _Analysis, limits: DecodeLimits
+) -> bytes:
+    """The result as a DICOM object in the source's study, for PACS: SC of the overlay, or an SR.
+
+    Its inputs are bounded (the header passed the metadata limits, only a list of plain values is
+    copied, the overlay is at most CXR_OVERLAY_MAX_SIDE square), so its time and memory are too.
+    Whatever the builders still raise is about this upload's header: a 422, never a 500."""
+    try:
+        return _build_dicom_result(result, source, runtime, analysis, limits)
+    except InputError:
+        raise
+    except Exception as exc:
+        logger.warning("DICOM result not built", extra={"error_type": type(exc).__name__})
+        raise InputError(
+            "dicom_output_unavailable",
+            "A DICOM result object could not be built from this upload's header.",
+            422,
+        ) from None
+
+
+def _build_dicom_result(
+    result: ResultFormat, source: bytes, runtime: ModelRuntime, analysis: _Analysis, limits: DecodeLimits
+) -> bytes:
     card = runtime.card
     if result == "sc":
         assert analysis.overlay_png is not None
@@ -143,6 +170,7 @@ def _dicom_result(result: ResultFormat, source: bytes, runtime: ModelRuntime, an
             model_name=card.name,
             model_version=card.version,
             class_name=analysis.predicted_class,
+            limits=limits,
         )
     threshold = runtime.threshold
     return build_structured_report(
@@ -157,6 +185,16 @@ def _dicom_result(result: ResultFormat, source: bytes, runtime: ModelRuntime, an
         positive_class=threshold.positive_class if threshold else None,
         model_name=card.name,
         model_version=card.version,
+        limits=limits,
+    )
+
+
+def _upload_policy(settings: Settings) -> UploadPolicy:
+    return UploadPolicy(
+        max_bytes=settings.max_upload_bytes,
+        idle_timeout_s=settings.upload_idle_timeout_s,
+        min_rate_bps=settings.upload_min_rate_bps,
+        rate_grace_s=settings.upload_rate_grace_s,
     )
 
 
@@ -207,6 +245,7 @@ async def predict(
     metrics: MetricsDep,
     limiter: LimiterDep,
     admission: AdmissionDep,
+    uploads: UploadsDep,
     overlay: Annotated[bool, Query(description="Include the Grad-CAM overlay PNG.")] = True,
     result: Annotated[
         ResultFormat | None,
@@ -223,33 +262,36 @@ async def predict(
     audit = current_audit()
     audit.model_name, audit.model_version = runtime.card.name, runtime.card.version
     deadline = Deadline(settings.request_timeout_s, metrics)
-    # The slot is taken before the body is read: queued requests hold no upload and no film.
-    async with admission.slot(deadline):
+    limits = settings.decode_limits()
+    # The upload is read first, under its own budget (service.upload); the slot is taken once the
+    # body is complete, so a client trickling its body holds bytes, never a prediction slot.
+    async with uploads.lease() as lease:
         with deadline.step("upload", upload_timeout):
-            data = await read_upload(request, settings.max_upload_bytes)
+            data = await read_upload(request, _upload_policy(settings), lease)
         audit.note_upload(data)
-        overlay_side = settings.overlay_max_side if overlay or wanted == "sc" else None
-        with deadline.step("processing", processing_timeout):
-            film = await anyio.to_thread.run_sync(
-                partial(_prepare, data, runtime, settings.max_pixels, overlay_side), limiter=limiter
-            )
-            # The upload can be tens of MB: only a DICOM result, built from its header, still needs it.
-            source = data if wanted != "json" else None
-            del data
-            if film.dicom is not None:
-                audit.sop_instance_uid = film.dicom.sop_instance_uid
-            # The film joins the next micro-batch, awaited without holding a thread. Cancelling this
-            # await (the deadline) withdraws it from the queue if its batch has not started.
-            inference = await asyncio.wrap_future(runtime.submit(film.tensor))
-            analysis = await anyio.to_thread.run_sync(
-                partial(_conclude, runtime, film, inference), limiter=limiter
-            )
-            dicom_body = None
-            if source is not None:
-                dicom_body = await anyio.to_thread.run_sync(
-                    partial(_dicom_result, wanted, source, runtime, analysis), limiter=limiter
+        async with admission.slot(deadline):
+            overlay_side = settings.overlay_max_side if overlay or wanted == "sc" else None
+            with deadline.step("processing", processing_timeout):
+                film = await anyio.to_thread.run_sync(
+                    partial(_prepare, data, runtime, limits, overlay_side), limiter=limiter
                 )
-                del source
+                # The upload can be tens of MB: only a DICOM result, built from its header, still needs it.
+                source = data if wanted != "json" else None
+                del data
+                if film.dicom is not None:
+                    audit.sop_instance_uid = film.dicom.sop_instance_uid
+                # The film joins the next micro-batch, awaited without holding a thread. Cancelling this
+                # await (the deadline) withdraws it from the queue if its batch has not started.
+                inference = await asyncio.wrap_future(runtime.submit(film.tensor))
+                analysis = await anyio.to_thread.run_sync(
+                    partial(_conclude, runtime, film, inference), limiter=limiter
+                )
+                dicom_body = None
+                if source is not None:
+                    dicom_body = await anyio.to_thread.run_sync(
+                        partial(_dicom_result, wanted, source, runtime, analysis, limits), limiter=limiter
+                    )
+                    del source
     inference = analysis.inference
     metrics.inference_duration.observe(inference.inference_ms / 1000.0)
     metrics.inference_batch_size.observe(inference.batch_size)

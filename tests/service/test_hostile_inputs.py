@@ -43,12 +43,12 @@ from tests.factories import (
     deflated_dicom_bytes,
     dicom_bytes,
     dicom_dataset,
+    dicom_element_flood,
     dicom_element_offset,
     dicomdir_bytes,
     encapsulated_dicom_bytes,
     exif_bytes,
     gray_image,
-    dicom_element_flood,
     jpeg_bytes,
     nested_patient_name_dicom,
     pillow_bytes,
@@ -360,7 +360,9 @@ REFUSALS: dict[str, Refusal] = {
     "dicom-patient-name-nested-400": Refusal(
         lambda: nested_patient_name_dicom(FILM, 400), 400, "dicom_too_deep", "application/dicom"
     ),
-    "dicom-patient-name-nested-1000": Refusal(lambda: nested_patient_name_dicom(FILM, 1000), 400, "dicom_too_deep"),
+    "dicom-patient-name-nested-1000": Refusal(
+        lambda: nested_patient_name_dicom(FILM, 1000), 400, "dicom_too_deep"
+    ),
     "dicom-element-flood": Refusal(lambda: dicom_element_flood(FILM, 20_000), 400, "dicom_too_many_elements"),
     # Not a frontal chest radiograph.
     "dicom-non-chest": Refusal(non_chest, 422, "unsupported_body_part"),

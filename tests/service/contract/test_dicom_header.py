@@ -82,8 +82,12 @@ def test_an_implicit_sequence_hidden_in_a_un_element_is_counted() -> None:
     leaf = struct.pack("<HHI", 0x0008, 0x0100, 2) + b"X "
     element = leaf
     for _ in range(30):
-        item = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + element + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
-        element = struct.pack("<HHI", 0x0008, 0x1032, 0xFFFFFFFF) + item + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+        item = (
+            struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + element + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+        )
+        element = (
+            struct.pack("<HHI", 0x0008, 0x1032, 0xFFFFFFFF) + item + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+        )
     un = struct.pack("<HH2sHI", 0x0009, 0x1001, b"UN", 0, 0xFFFFFFFF) + element[8:]
     data = dicom_bytes(dicom_dataset(PLANE))
     at = dicom_element_offset(data, 0x00100010)
