@@ -18,6 +18,7 @@ from service.admission import Admission
 from service.audit import UidHasher
 from service.cpus import available_cpus
 from service.dependencies import AppContext
+from service.docs_headers import DocsHeaders
 from service.errors import install_exception_handlers
 from service.metrics import Metrics
 from service.middleware import RequestObserver
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         route.path for router in ALL_ROUTERS for route in router.routes if isinstance(route, APIRoute)
     }
     known_paths |= {url for url in (app.openapi_url, app.docs_url, app.redoc_url) if url}
+    docs_paths = {url for url in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if url}
+    app.add_middleware(DocsHeaders, paths=docs_paths)
     app.add_middleware(RequestObserver, metrics=metrics, uid_hasher=uid_hasher, known_paths=known_paths)
     return app
 

@@ -85,6 +85,14 @@ class Settings(BaseSettings):
         ge=1024,
         description="Most bytes of DICOM values other than the pixel data (400).",
     )
+    max_header_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request line + headers, in bytes: 431 headers_too_large (414 when the "
+        "request line alone is longer).",
+    )
+    max_header_count: int = Field(64, ge=8, le=1000, description="Most header fields in a request: 431.")
     upload_bytes_in_flight: int = Field(
         256 * MIB,
         gt=0,

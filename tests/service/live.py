@@ -20,6 +20,8 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from service.server import uvicorn_config
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The shared live server's limits: small enough that the over-limit tests send little data, large
 # enough for every test film; the overlay cap is below the test films' size so resizing is exercised.
@@ -37,9 +39,8 @@ class ThreadedServer:
     """``with ThreadedServer(app) as server: httpx.get(server.url + "/healthz")``."""
 
     def __init__(self, app: FastAPI) -> None:
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
-        )
+        # The service's own server configuration (h11, header limits, JSON protocol errors).
+        config = uvicorn_config(app, host="127.0.0.1", port=0)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name="uvicorn-test", daemon=True)
         self.url = ""
