@@ -18,12 +18,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 _CDN = "https://cdn.jsdelivr.net"
-_POLICY = (
-    "default-src 'none'; script-src {scripts}; style-src 'unsafe-inline' "
-    + _CDN
-    + " https://fonts.googleapis.com; "
-    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; font-src https://fonts.gstatic.com; "
-    "connect-src 'self'; worker-src blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src {scripts}",
+        f"style-src 'unsafe-inline' {_CDN} https://fonts.googleapis.com",
+        "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly",
+        "font-src https://fonts.gstatic.com",
+        "connect-src 'self'",
+        "worker-src blob:",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "form-action 'none'",
+    )
 )
 
 
