@@ -25,6 +25,7 @@ from service.contract.codestream import BOUNDED_OUTPUT, HEADER_CHECKED, JPEG_EOI
 from service.contract.decoded import DecodedImage, DecodeLimits, DicomInfo, check_pixel_budget
 from service.contract.dicom_header import DicomLayout, check_header, dicom_layout
 from service.contract.errors import InputError
+from service.contract.raster import rgb_luminance
 from service.contract.sniff import DICOM_MAGIC_OFFSET, SourceFormat, is_part10
 from service.contract.uids import valid_uid
 
@@ -38,7 +39,6 @@ CHEST_BODY_PARTS = frozenset({"CHEST", "THORAX", "LUNG", "PORT CHEST"})
 FRONTAL_VIEWS = frozenset({"PA", "AP"})
 _MONOCHROME = frozenset({"MONOCHROME1", "MONOCHROME2"})
 _COLOUR = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"})
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _PIXEL_DATA_TAG_LE = b"\xe0\x7f\x10\x00"  # (7FE0,0010) as little-endian group, element
@@ -340,7 +340,7 @@ def _pixels(ds: Dataset, info: DicomInfo) -> npt.NDArray[np.float32]:
         raise InputError("corrupt_dicom", f"Unexpected pixel array shape {raw.shape}.")
     if info.photometric_interpretation in _COLOUR:
         # pydicom has already converted YBR to RGB.
-        return np.ascontiguousarray(raw.astype(np.float32) @ _LUMA, dtype=np.float32)
+        return rgb_luminance(raw)
     try:
         values = apply_modality_lut(raw, ds)
         if "WindowCenter" in ds or "VOILUTSequence" in ds:
