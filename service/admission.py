@@ -16,6 +16,7 @@ The deadline (``CXR_REQUEST_TIMEOUT_S``) runs from arrival and covers every step
   keeps the memory bound true.
 """
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -77,11 +78,16 @@ class Deadline:
 class Admission:
     """At most ``running`` requests hold a slot and ``queued`` wait for one; the rest get 503 at once."""
 
-    def __init__(self, running: int, queued: int, metrics: Metrics) -> None:
+    def __init__(
+        self, running: int, queued: int, metrics: Metrics, on_idle: Callable[[], object] | None = None
+    ) -> None:
         self._slots = anyio.Semaphore(running)
         self._max_waiting = queued
         self._waiting = 0
+        self._running = 0
         self._metrics = metrics
+        self._on_idle = on_idle  # sync, run on a worker thread when the last prediction leaves
+        self._idle_task: set[object] = set()
 
     @asynccontextmanager
     async def slot(self, deadline: Deadline) -> AsyncIterator[None]:
@@ -91,11 +97,23 @@ class Admission:
         except anyio.WouldBlock:
             await self._wait(deadline)
         self._metrics.admission_running.inc()
+        self._running += 1
         try:
             yield
         finally:
+            self._running -= 1
             self._metrics.admission_running.dec()
             self._slots.release()
+            if self._running == 0 and self._waiting == 0 and self._on_idle is not None:
+                self._went_idle(self._on_idle)
+
+    def _went_idle(self, on_idle: Callable[[], object]) -> None:
+        """Run ``on_idle`` on a worker thread, once at a time, without making anyone wait for it."""
+        if self._idle_task:
+            return
+        future = asyncio.get_running_loop().run_in_executor(None, on_idle)
+        self._idle_task.add(future)
+        future.add_done_callback(self._idle_task.discard)
 
     async def _wait(self, deadline: Deadline) -> None:
         if self._waiting >= self._max_waiting:

@@ -20,6 +20,7 @@ from service.cpus import available_cpus
 from service.dependencies import AppContext
 from service.docs_headers import DocsHeaders
 from service.errors import install_exception_handlers
+from service.memory import trim_heap
 from service.metrics import Metrics
 from service.middleware import RequestObserver
 from service.reload import activate
@@ -51,7 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise
         decode_threads = settings.decode_threads or available_cpus()
         context.limiter = CapacityLimiter(decode_threads)
-        context.admission = Admission(settings.max_concurrent_predictions, settings.max_queued, metrics)
+        on_idle = trim_heap if settings.trim_heap_when_idle else None
+        context.admission = Admission(
+            settings.max_concurrent_predictions, settings.max_queued, metrics, on_idle=on_idle
+        )
         context.uploads = UploadBudget(settings.upload_bytes_in_flight, metrics)
         _log_access(access)
         activate(context, runtime)

@@ -93,6 +93,11 @@ class Settings(BaseSettings):
         "request line alone is longer).",
     )
     max_header_count: int = Field(64, ge=8, le=1000, description="Most header fields in a request: 431.")
+    trim_heap_when_idle: bool = Field(
+        True,
+        description="Call glibc's malloc_trim whenever no prediction is running or queued, so the "
+        "memory of a burst of large films goes back to the OS (reports/bench/upload-memory).",
+    )
     upload_bytes_in_flight: int = Field(
         256 * MIB,
         gt=0,

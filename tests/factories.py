@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
@@ -328,3 +329,13 @@ def dicom_element_flood(plane: npt.NDArray[np.float64], count: int) -> bytes:
     creator = struct.pack("<HH2sH", 0x0009, 0x0010, b"LO", 4) + b"FLOD"
     elements = b"".join(struct.pack("<HH2sH", 0x0009, 0x1000, b"LO", 0) for _ in range(count))
     return data[:offset] + creator + elements + data[offset:]
+
+
+def raw_dicom_dataset(ds: Dataset, *, implicit: bool) -> bytes:
+    """``ds`` written by pydicom as a bare dataset (no preamble, no 'DICM', no file meta), little
+    endian, as older modalities and archives write them."""
+    bare = Dataset()
+    bare.update(ds)
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, bare, implicit_vr=implicit, little_endian=True, enforce_file_format=False)
+    return buffer.getvalue()

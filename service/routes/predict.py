@@ -328,7 +328,11 @@ async def predict(
         image=ImageInfo(source_format=film.source_format.value, width=film.width, height=film.height),
         dicom=None
         if dicom is None
-        else DicomRef(study_instance_uid=dicom.study_instance_uid, sop_instance_uid=dicom.sop_instance_uid),
+        else DicomRef(
+            study_instance_uid=dicom.study_instance_uid,
+            sop_instance_uid=dicom.sop_instance_uid,
+            warnings=list(dicom.warnings),
+        ),
         execution_provider=runtime.provider,
         inference_ms=inference.inference_ms,
         gradcam=analysis.overlay,

@@ -20,6 +20,7 @@ from tests.factories import (
     dicom_element_flood,
     dicom_element_offset,
     nested_patient_name_dicom,
+    raw_dicom_dataset,
 )
 
 PLANE = chest_like(48, 40, seed=3)
@@ -147,11 +148,7 @@ def test_limits_come_before_pydicom(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _raw(ds: Dataset, *, implicit: bool) -> bytes:
     """``ds`` written by pydicom as a bare dataset: no preamble, no 'DICM', no file meta."""
-    bare = Dataset()
-    bare.update(ds)
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, bare, implicit_vr=implicit, little_endian=True, enforce_file_format=False)
-    data = buffer.getvalue()
+    data = raw_dicom_dataset(ds, implicit=implicit)
     assert data[:2] == b"\x08\x00" and b"DICM" not in data[:200]
     return data
 
