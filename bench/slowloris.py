@@ -138,7 +138,10 @@ class Attackers:
 
     @staticmethod
     def _status(sock: socket.socket) -> str:
-        data = sock.recv(65536)
+        chunks = []
+        while chunk := sock.recv(65536):  # the server closes after a refusal (Connection: close)
+            chunks.append(chunk)
+        data = b"".join(chunks)
         if not data:
             return "closed without answer"
         head, _, body = data.partition(b"\r\n\r\n")

@@ -167,7 +167,8 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("pydicom").disabled = True
     # python-multipart's parse warnings quote the body byte that broke the parse ("got %r").
+    # ``disabled`` is not inherited, a level is: python_multipart.multipart logs through the parent's.
     for name in ("python_multipart", "multipart"):
-        logging.getLogger(name).disabled = True
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
     logging.getLogger("PIL").setLevel(logging.WARNING)  # belt and braces: its debug quotes EXIF values
     warnings.showwarning = _show_warning_without_message
