@@ -13,22 +13,23 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from service import __version__
-from service.access import AccessGuard, AccessPolicy
-from service.admission import Admission
-from service.audit import UidHasher
-from service.cpus import available_cpus
-from service.dependencies import AppContext
-from service.docs_headers import DocsHeaders
-from service.errors import install_exception_handlers
-from service.memory import trim_heap
-from service.metrics import Metrics
-from service.middleware import RequestObserver
-from service.reload import activate
-from service.routes import ALL_ROUTERS
-from service.runtime import ModelLoadError, ModelRuntime
+from service.api.docs_headers import DocsHeaders
+from service.api.error_handlers import install_exception_handlers
+from service.api.middleware import RequestObserver
+from service.api.routes import ALL_ROUTERS
+from service.inference.admission import Admission
+from service.inference.cpus import available_cpus
+from service.inference.memory import trim_heap
+from service.inference.runtime import ModelRuntime
+from service.inference.upload_budget import UploadBudget
+from service.lifecycle.reload import swap_runtime
+from service.lifecycle.state import AppContext
+from service.lifecycle.store_watch import start_watching, stop_watching
+from service.observability.audit import UidHasher
+from service.observability.metrics import Metrics
+from service.security.access import AccessGuard, AccessPolicy
 from service.settings import Settings
-from service.store_watch import start_watching, stop_watching
-from service.upload import UploadBudget
+from service.store.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         context.uploads = UploadBudget(settings.upload_bytes_in_flight, metrics)
         _log_access(access)
-        activate(context, runtime)
+        swap_runtime(context, runtime)
         logger.info(
             "ready",
             extra={

@@ -31,9 +31,9 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from service.audit import AuditRecord, UidHasher, log_request
-from service.dependencies import context_of
-from service.metrics import UNMATCHED_ROUTE, Metrics
+from service.lifecycle.state import context_of
+from service.observability.audit import AuditRecord, UidHasher, log_request
+from service.observability.metrics import UNMATCHED_ROUTE, Metrics
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from pydicom.uid import (
 )
 
 from service.contract import DecodeLimits, InputError, load_model_input
-from service.dicom_results import build_structured_report
+from service.outputs.dicom_results import build_structured_report
 from tests.factories import (
     animated_bytes,
     chest_like,
