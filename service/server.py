@@ -101,7 +101,8 @@ def _refusal(error: BaseException | None, pending: bytes, max_head: int) -> tupl
     if message == _SMUGGLING:
         return 400, "bad_http_request", f"Ambiguous message framing ({_SMUGGLING}) is refused."
     if hint == 501:
-        return 501, "unsupported_transfer_encoding", "Only Transfer-Encoding: chunked is supported."
+        # RFC 9112 suggests 501, but a client's choice must never raise a server-fault (5xx) alert.
+        return 400, "unsupported_transfer_encoding", "Only Transfer-Encoding: chunked is supported."
     # h11's messages quote the offending bytes: not echoed, not logged.
     return 400, "bad_http_request", "The HTTP request is malformed (request line, header or Content-Length)."
 

@@ -83,7 +83,7 @@ CASES = {
         400,
         "bad_http_request",
     ),
-    "transfer-encoding-gzip": (_post(b"Transfer-Encoding: gzip\r\n"), 501, "unsupported_transfer_encoding"),
+    "transfer-encoding-gzip": (_post(b"Transfer-Encoding: gzip\r\n"), 400, "unsupported_transfer_encoding"),
 }
 
 
