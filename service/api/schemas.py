@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.contract import Calibration, DecisionThreshold, OodDetector, PixelContract
+from service.contract import Calibration, DecisionThreshold, OodDetector, PixelContract, TrainingDataSummary
 
 
 class _Response(BaseModel):
@@ -50,6 +50,12 @@ class GradCam(_Response):
     width: int
     height: int
     png_base64: str = Field(description="RGB PNG: jet heat map alpha-blended over the display-stretched film")
+    film_png_base64: str | None = Field(
+        None,
+        description="Only with film=true: the same display-stretched film without the heat map, as a "
+        "grayscale PNG of the same size, so a viewer can fade the heat map in and out (for DICOM, the "
+        "only way a browser gets to see the film).",
+    )
 
 
 class Triage(_Response):
@@ -108,6 +114,7 @@ class ModelInfo(_Response):
     created_at: datetime
     class_names: list[str]
     pixel_contract: PixelContract
+    training_data: TrainingDataSummary = Field(description="The population the model was trained on.")
     decision_threshold: DecisionThreshold | None = Field(description="The operating point in use.")
     calibration: Calibration | None = Field(
         None, description="Temperature scaling folded into the graph; null = raw softmax."

@@ -74,6 +74,15 @@ def blend_overlay(
     return buffer.getvalue()
 
 
+def film_png(background: npt.NDArray[np.float32]) -> bytes:
+    """``background`` (from ``overlay_background``) alone, as a grayscale PNG: the film under the
+    overlay, pixel for pixel, for viewers that fade the heat map rather than show the blend."""
+    gray = np.clip(np.rint(background * 255.0), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, format="PNG", compress_level=OVERLAY_PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
 def render_overlay(
     film: npt.NDArray[np.float32],
     cam: npt.NDArray[np.float32],

@@ -5,6 +5,8 @@ later, such as /v1/admin - is covered without opting in, and an unauthenticated 
 before a byte of its body is read.
 
 - /healthz, /readyz: open (orchestrator probes);
+- /ui and its static files: open - they hold no data; the page asks for a key and sends it with
+  every API call it makes, which are checked like anyone else's;
 - /metrics: scope ``metrics``, or open with CXR_METRICS_AUTH=disabled;
 - /v1/admin and everything under it: scope ``admin``;
 - everything else (/v1/predict, /v1/models, /docs, unknown paths): scope ``predict``.
@@ -23,6 +25,7 @@ from service.security.api_keys import Scope as KeyScope
 from service.settings import Settings
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+UI_PREFIX = "/ui"
 METRICS_PATH = "/metrics"
 ADMIN_PREFIX = "/v1/admin"
 REALM = 'Bearer realm="cxr-triage"'
@@ -55,13 +58,17 @@ class AccessPolicy:
 
     def required_scope(self, path: str) -> KeyScope | None:
         """The scope a request for ``path`` needs, or None when the route is open."""
-        if self.keys is None or path in OPEN_PATHS:
+        if self.keys is None or path in OPEN_PATHS or _is_under(path, UI_PREFIX):
             return None
         if path == METRICS_PATH:
             return None if self.metrics_open else KeyScope.METRICS
-        if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+        if _is_under(path, ADMIN_PREFIX):
             return KeyScope.ADMIN
         return KeyScope.PREDICT
+
+
+def _is_under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
 
 
 def route_path(scope: Scope) -> str:

@@ -23,6 +23,7 @@ async def loaded_model(runtime: RuntimeDep) -> ModelInfo:
         created_at=card.created_at,
         class_names=list(card.class_names),
         pixel_contract=card.pixel_contract,
+        training_data=card.training_data,
         decision_threshold=runtime.threshold,
         calibration=card.calibration,
         out_of_distribution=card.ood,

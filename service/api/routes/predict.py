@@ -39,7 +39,7 @@ from service.observability.audit import current_audit
 from service.observability.logs import request_id_var
 from service.observability.metrics import Metrics
 from service.outputs.dicom_results import build_secondary_capture, build_structured_report
-from service.outputs.overlay import blend_overlay, overlay_background
+from service.outputs.overlay import blend_overlay, film_png, overlay_background
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,11 @@ def _prepare(data: bytes, runtime: ModelRuntime, limits: DecodeLimits, overlay_m
     return _Film(tensor, decoded.source_format, decoded.width, decoded.height, decoded.dicom, background)
 
 
-def _conclude(runtime: ModelRuntime, film: _Film, inference: Inference) -> _Analysis:
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _conclude(runtime: ModelRuntime, film: _Film, inference: Inference, with_film: bool = False) -> _Analysis:
     """Out-of-distribution check, decision and overlay for one film's model outputs."""
     if runtime.is_out_of_distribution(inference):
         assert runtime.card.ood is not None and inference.ood_score is not None
@@ -141,7 +145,11 @@ def _conclude(runtime: ModelRuntime, film: _Film, inference: Inference) -> _Anal
         png = blend_overlay(film.overlay_background, inference.cams[runtime.class_names.index(predicted)])
         height, width = film.overlay_background.shape
         gradcam = GradCam(
-            class_name=predicted, width=width, height=height, png_base64=base64.b64encode(png).decode("ascii")
+            class_name=predicted,
+            width=width,
+            height=height,
+            png_base64=_b64(png),
+            film_png_base64=_b64(film_png(film.overlay_background)) if with_film else None,
         )
     return _Analysis(film, inference, predicted, gradcam, png)
 
@@ -256,6 +264,14 @@ async def predict(
     admission: AdmissionDep,
     uploads: UploadsDep,
     overlay: Annotated[bool, Query(description="Include the Grad-CAM overlay PNG.")] = True,
+    with_film: Annotated[
+        bool,
+        Query(
+            alias="film",
+            description="Also return the bare film under the overlay (gradcam.film_png_base64), "
+            "e.g. for a viewer that fades the heat map; ignored with overlay=false.",
+        ),
+    ] = False,
     result: Annotated[
         ResultFormat | None,
         Query(
@@ -289,7 +305,9 @@ async def predict(
                 del data
                 if film.dicom is not None:
                     audit.sop_instance_uid = film.dicom.sop_instance_uid
-                analysis, dicom_body = await _analyse(film, source, wanted, runtime, limiter, limits=limits)
+                analysis, dicom_body = await _analyse(
+                    film, source, wanted, runtime, limiter, limits=limits, with_film=with_film
+                )
                 del source
     _record(metrics, film, analysis)
     if dicom_body is not None:
@@ -309,12 +327,15 @@ async def _analyse(
     limiter: CapacityLimiter,
     *,
     limits: DecodeLimits,
+    with_film: bool = False,
 ) -> tuple[_Analysis, bytes | None]:
     """Inference, decision and overlay of a prepared film, and the DICOM result built from ``source``."""
     # The film joins the next micro-batch, awaited without holding a thread. Cancelling this
     # await (the deadline) withdraws it from the queue if its batch has not started.
     inference = await asyncio.wrap_future(runtime.submit(film.tensor))
-    analysis = await anyio.to_thread.run_sync(partial(_conclude, runtime, film, inference), limiter=limiter)
+    analysis = await anyio.to_thread.run_sync(
+        partial(_conclude, runtime, film, inference, with_film), limiter=limiter
+    )
     if source is None:
         return analysis, None
     dicom_body = await anyio.to_thread.run_sync(

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
-from service.contract import ModelCard
-from service.outputs.overlay import overlay_size
+from service.contract import ModelCard, decode_image
+from service.outputs.overlay import overlay_background, overlay_size
 from tests.factories import chest_like, dicom_bytes, dicom_dataset, jpeg_bytes, png_bytes
 from tests.service.live import TEST_OVERLAY_MAX_SIDE, post_file, strict_json
 
@@ -119,6 +119,25 @@ def test_overlay_false_omits_the_overlay(client: httpx.Client, card: ModelCard) 
     assert body["gradcam"] is None
 
 
+@pytest.mark.parametrize("kind", ["png8", "dicom"])
+def test_film_true_adds_the_bare_film_under_the_overlay(client: httpx.Client, kind: str) -> None:
+    data, _ = UPLOADS[kind]
+    assert strict_json(post_file(client, data))["gradcam"]["film_png_base64"] is None  # not by default
+    body = strict_json(post_file(client, data, params={"film": "true"}))
+    overlay = np.asarray(_decode_overlay(body), dtype=np.int16)
+    film = Image.open(io.BytesIO(base64.b64decode(body["gradcam"]["film_png_base64"], validate=True)))
+    assert film.format == "PNG" and film.mode == "L"
+    assert film.size == (body["gradcam"]["width"], body["gradcam"]["height"])
+    plane = np.asarray(film, dtype=np.int16)
+    # Exactly the background the heat map was blended onto...
+    background = overlay_background(decode_image(data).pixels, TEST_OVERLAY_MAX_SIDE)
+    assert np.array_equal(plane, np.rint(background * 255.0))
+    # ...which is the uploaded film, shrunk: not a blank, not the model's input.
+    shrunk = Image.fromarray(np.uint8(FILM * 255)).resize(film.size, Image.Resampling.BILINEAR)
+    assert np.corrcoef(plane.ravel(), np.asarray(shrunk, dtype=np.float64).ravel())[0, 1] > 0.95
+    assert overlay.shape[:2] == plane.shape
+
+
 def test_small_film_overlay_keeps_its_size(client: httpx.Client) -> None:
     body = strict_json(post_file(client, png_bytes(chest_like(40, 30, seed=1))))
     assert _decode_overlay(body).size == (30, 40)
@@ -170,6 +189,7 @@ def test_models_endpoint_describes_the_loaded_model(client: httpx.Client, card: 
     assert body["calibration"] == card.calibration.model_dump()
     assert body["onnx_sha256"] == card.onnx_sha256
     assert body["execution_provider"] == "CPUExecutionProvider"
+    assert body["training_data"] == card.training_data.model_dump()
 
 
 def test_health_and_readiness(client: httpx.Client, card: ModelCard) -> None:

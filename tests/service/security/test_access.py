@@ -73,6 +73,16 @@ def test_probes_are_open_and_everything_else_needs_a_key(anonymous: httpx.Client
         assert response.headers["www-authenticate"] == 'Bearer realm="cxr-triage"'
 
 
+def test_the_review_page_files_are_open_and_hold_no_data(anonymous: httpx.Client) -> None:
+    # The page asks for a key itself; its files are the same for everyone.
+    assert anonymous.get("/ui").status_code == 308
+    assert anonymous.get("/ui/").status_code == 200
+    assert anonymous.get("/ui/app.js").status_code == 200
+    assert anonymous.get("/ui/no-such-file.js").status_code == 404
+    for path in ("/uiv1/models", "/ui-admin", "/v1/ui"):  # a shared prefix is not the page
+        assert _refusal(anonymous.get(path)) == (401, "missing_api_key"), path
+
+
 @pytest.mark.parametrize(
     "headers",
     [
