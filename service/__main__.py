@@ -13,6 +13,7 @@ from service.dependencies import context_of
 from service.drain import DrainingServer
 from service.logs import setup_logging
 from service.main import create_app
+from service.pacs.settings import PacsSettings, pacs_variable_names
 from service.settings import Settings, is_loopback, unknown_cxr_variables
 
 logger = logging.getLogger(__name__)
@@ -24,16 +25,17 @@ EXIT_STARTUP_FAILED = 3
 def main() -> int:
     try:
         settings = Settings()
+        pacs_settings = PacsSettings()
     except ValidationError as exc:
         # Before logging is set up, and about environment variables only: plain text to stderr.
         print(f"cxr-serve: invalid CXR_* configuration:\n{exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
     setup_logging(settings.log_level)
-    unknown = unknown_cxr_variables(os.environ)
+    unknown = [name for name in unknown_cxr_variables(os.environ) if name not in pacs_variable_names()]
     if unknown:  # names only: values are not logged
         logger.warning("ignoring unknown CXR_* environment variables", extra={"variables": unknown})
     try:
-        app = create_app(settings)
+        app = create_app(settings, pacs_settings)
     except (AccessConfigError, AuditKeyError) as exc:
         # Our own messages: paths and line numbers, never key material.
         logger.critical("refusing to start: %s", exc)

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from anyio import CapacityLimiter
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -21,6 +22,10 @@ from service.dependencies import AppContext
 from service.errors import install_exception_handlers
 from service.metrics import Metrics
 from service.middleware import RequestObserver
+from service.pacs.api import PACS_ROUTERS
+from service.pacs.gateway import Gateway, start_gateway
+from service.pacs.settings import PacsSettings
+from service.pacs.workers import FilmLimits
 from service.reload import activate
 from service.routes import ALL_ROUTERS
 from service.runtime import ModelLoadError, ModelRuntime
@@ -30,9 +35,10 @@ from service.store_watch import start_watching, stop_watching
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, pacs_settings: PacsSettings | None = None) -> FastAPI:
     """A ready-to-serve app; it loads and validates the model when the server starts it."""
     settings = settings if settings is not None else Settings()
+    pacs_settings = pacs_settings if pacs_settings is not None else PacsSettings()
     # Both read their files now: a missing key file stops the process before it listens.
     access = AccessPolicy.from_settings(settings)  # AccessConfigError
     uid_hasher = UidHasher.from_file(settings.audit_hash_key_file)  # AuditKeyError
@@ -65,9 +71,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             },
         )
         watcher = start_watching(context)  # None unless CXR_MODEL_WATCH_S > 0
+        # DICOM intake and the job queue (service/pacs); None unless CXR_PACS_SPOOL_DIR is set.
+        app.state.pacs = _start_pacs(pacs_settings, settings, context, metrics, uid_hasher)
         try:
             yield
         finally:
+            gateway: Gateway | None = app.state.pacs
+            app.state.pacs = None
+            if gateway is not None:  # before the runtime goes: films in flight resume at the next start
+                await anyio.to_thread.run_sync(gateway.stop)
             await stop_watching(watcher)  # before the runtime goes: a reload must not land after it
             context.runtime = None  # /readyz turns 503 while draining
 
@@ -79,17 +91,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.context = context
+    app.state.pacs = None
     install_exception_handlers(app, metrics)
-    for router in ALL_ROUTERS:
+    routers = (*ALL_ROUTERS, *PACS_ROUTERS)
+    for router in routers:
         app.include_router(router)
     # Added first = runs inside: the observer sees (and audits) the guard's 401/403 answers too.
     app.add_middleware(AccessGuard, policy=access, metrics=metrics)
-    known_paths = {
-        route.path for router in ALL_ROUTERS for route in router.routes if isinstance(route, APIRoute)
-    }
+    known_paths = {route.path for router in routers for route in router.routes if isinstance(route, APIRoute)}
     known_paths |= {url for url in (app.openapi_url, app.docs_url, app.redoc_url) if url}
     app.add_middleware(RequestObserver, metrics=metrics, uid_hasher=uid_hasher, known_paths=known_paths)
     return app
+
+
+def _start_pacs(
+    pacs_settings: PacsSettings, settings: Settings, context: AppContext, metrics: Metrics, hasher: UidHasher
+) -> Gateway | None:
+    if not pacs_settings.enabled:
+        return None
+    limits = FilmLimits(max_pixels=settings.max_pixels, overlay_max_side=settings.overlay_max_side)
+    return start_gateway(pacs_settings, limits, lambda: context.runtime, metrics.registry, hasher)
 
 
 def _log_access(access: AccessPolicy) -> None:
