@@ -72,8 +72,10 @@ def _store_response(results: list[Received]) -> dict[str, Any]:
         else:
             item.FailureReason = received.status
             failed.append(item)
-    response.ReferencedSOPSequence = stored
-    response.FailedSOPSequence = failed
+    if stored:
+        response.ReferencedSOPSequence = stored
+    if failed:  # present only when something failed (PS3.18 Table 10.5.3-1)
+        response.FailedSOPSequence = failed
     return response.to_json_dict()
 
 
