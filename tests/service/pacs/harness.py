@@ -1,10 +1,12 @@
 """Films as a modality would send them, a gateway service on loopback, and patient waiting."""
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import httpx
 from pydicom.dataset import Dataset
@@ -14,7 +16,7 @@ from service.main import create_app
 from service.pacs.settings import PacsSettings
 from service.settings import Settings
 from tests.factories import chest_like, dicom_bytes, dicom_dataset
-from tests.service.live import AUTH_HEADERS, ThreadedServer, free_port
+from tests.service.live import AUTH_HEADERS, REPO_ROOT, ThreadedServer, free_port
 
 MODALITY_AE = "MODALITY"
 SERVICE_AE = "CXR-TRIAGE"
@@ -72,9 +74,11 @@ def pacs_settings(spool: Path, **overrides: Any) -> PacsSettings:
 
 @contextmanager
 def gateway_server(service: Settings, pacs: PacsSettings) -> Iterator[tuple[ThreadedServer, httpx.Client]]:
-    with ThreadedServer(create_app(service, pacs)) as server:
-        with httpx.Client(base_url=server.url, headers=AUTH_HEADERS, timeout=60.0) as client:
-            yield server, client
+    with (
+        ThreadedServer(create_app(service, pacs)) as server,
+        httpx.Client(base_url=server.url, headers=AUTH_HEADERS, timeout=60.0) as client,
+    ):
+        yield server, client
 
 
 def studies(client: httpx.Client, **params: Any) -> dict[str, Any]:
@@ -102,3 +106,33 @@ def all_done(client: httpx.Client, expected: int) -> list[dict[str, Any]] | None
     jobs = instances(client)
     finished = [job for job in jobs if job["state"] in ("done", "dead")]
     return jobs if len(jobs) == expected and len(finished) == expected else None
+
+
+@contextmanager
+def gateway_process(env: dict[str, str], log: IO[bytes]) -> Iterator[tuple["subprocess.Popen[bytes]", str]]:
+    """``python -m service`` (the gateway in it) until the block ends; yields (process, base URL) once
+    /readyz is 200. The block may kill the process itself."""
+    url = f"http://127.0.0.1:{env['CXR_PORT']}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for("the service to be ready", lambda: _ready(process, url), timeout_s=120.0, every_s=0.1)
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _ready(process: "subprocess.Popen[bytes]", url: str) -> bool:
+    if process.poll() is not None:
+        raise RuntimeError(f"python -m service exited with {process.returncode} before it was ready")
+    try:
+        return httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200
+    except httpx.TransportError:
+        return False

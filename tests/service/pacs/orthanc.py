@@ -74,7 +74,9 @@ class Orthanc:
 
     def start(self) -> "Orthanc":
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(["Orthanc", str(self.config)], stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                ["Orthanc", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + _START_TIMEOUT_S
         while True:
             if self.process.poll() is not None:
@@ -132,7 +134,9 @@ class Orthanc:
         return int(self.get("/statistics")["CountInstances"])
 
 
-def storescu(port: int, files: list[Path], *, calling: str, called: str = "CXR-TRIAGE") -> subprocess.CompletedProcess[str]:
+def storescu(
+    port: int, files: list[Path], *, calling: str, called: str = "CXR-TRIAGE"
+) -> subprocess.CompletedProcess[str]:
     require_tools("storescu")
     return subprocess.run(
         ["storescu", "-aet", calling, "-aec", called, "127.0.0.1", str(port), *map(str, files)],

@@ -1,4 +1,4 @@
-"""A modality stores a film with DCMTK's storescu; the SR and SC land in a real Orthanc, in the film's study."""
+"""A modality stores a film with DCMTK's storescu; its SR and SC land in a real Orthanc, in its study."""
 
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,9 @@ def test_film_from_a_modality_comes_back_as_sr_and_sc_in_its_study(
     tmp_path: Path, service_settings: Settings, orthanc: Orthanc
 ) -> None:
     pacs = pacs_settings(
-        tmp_path / "spool", pacs_dest_host="127.0.0.1", pacs_dest_port=orthanc.dicom_port,
+        tmp_path / "spool",
+        pacs_dest_host="127.0.0.1",
+        pacs_dest_port=orthanc.dicom_port,
         pacs_dest_ae_title=orthanc.aet,
     )
     source = film(seed=3)
@@ -46,7 +48,9 @@ def test_film_from_a_modality_comes_back_as_sr_and_sc_in_its_study(
         assert job["state"] == "done" and job["delivery_state"] == "delivered", job
         assert job["sop_instance_uid"] == source.SOPInstanceUID and job["source"] == "dimse"
         assert job["triage_level"] in ("urgent", "routine") and 0.0 <= job["probability"] <= 1.0
-        assert metric_value(client, "cxr_pacs_deliveries_total", destination="dimse", outcome="delivered") == 1
+        assert (
+            metric_value(client, "cxr_pacs_deliveries_total", destination="dimse", outcome="delivered") == 1
+        )
         assert metric_value(client, "cxr_pacs_queue_depth") == 0
 
     # REST API: the study now holds the film, its SR and its SC, all in the same study.
@@ -63,6 +67,11 @@ def test_film_from_a_modality_comes_back_as_sr_and_sc_in_its_study(
     assert evidence["StudyInstanceUID"] == study
 
     # QIDO-RS sees the same three instances.
-    qido = {item["00080018"]["Value"][0]: item["00080016"]["Value"][0] for item in orthanc.qido_instances(study)}
-    assert qido == {source.SOPInstanceUID: source.SOPClassUID, job["sr_instance_uid"]: SR_CLASS,
-                    job["sc_instance_uid"]: SC_CLASS}
+    qido = {
+        item["00080018"]["Value"][0]: item["00080016"]["Value"][0] for item in orthanc.qido_instances(study)
+    }
+    assert qido == {
+        source.SOPInstanceUID: source.SOPClassUID,
+        job["sr_instance_uid"]: SR_CLASS,
+        job["sc_instance_uid"]: SC_CLASS,
+    }

@@ -61,8 +61,12 @@ def test_stow_rs_partial_failure_and_refusals(tmp_path: Path, service_settings: 
     ct = film(seed=5, SOPClassUID="1.2.840.10008.5.1.4.1.1.2")
     ct.file_meta.MediaStorageSOPClassUID = ct.SOPClassUID
     body, content_type = related(
-        [("application/dicom", dicom_bytes(good)), ("application/dicom", dicom_bytes(ct)),
-         ("application/dicom", b"not dicom at all"), ("image/png", b"\x89PNG")]
+        [
+            ("application/dicom", dicom_bytes(good)),
+            ("application/dicom", dicom_bytes(ct)),
+            ("application/dicom", b"not dicom at all"),
+            ("image/png", b"\x89PNG"),
+        ]
     )
     with gateway_server(service_settings, pacs) as (server, client):
         response = client.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type})
@@ -72,20 +76,30 @@ def test_stow_rs_partial_failure_and_refusals(tmp_path: Path, service_settings: 
         assert reasons == [0x0122, 0xC000, 0xC000]  # CT: SOP class not supported; the rest: not understood
         # Nothing usable at all: 409; a wrong media type: 415; no key: 401.
         body, content_type = related([("application/dicom", b"garbage")])
-        assert client.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type}).status_code == 409
+        assert (
+            client.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type}).status_code
+            == 409
+        )
         wrong = client.post("/dicomweb/studies", content=b"x", headers={"Content-Type": "application/dicom"})
         assert wrong.status_code == 415 and wrong.json()["code"] == "unsupported_media_type"
-        anonymous = httpx.post(f"{server.url}/dicomweb/studies", content=body, headers={"Content-Type": content_type})
+        anonymous = httpx.post(
+            f"{server.url}/dicomweb/studies", content=body, headers={"Content-Type": content_type}
+        )
         assert anonymous.status_code == 401
         # The same instance twice is one job.
         body, content_type = related([("application/dicom", dicom_bytes(good))])
-        assert client.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type}).status_code == 200
+        assert (
+            client.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type}).status_code
+            == 200
+        )
         (job,) = wait_for("the good film triaged", lambda: all_done(client, 1))
         assert job["sop_instance_uid"] == good.SOPInstanceUID and job["delivery_state"] == "none"
 
 
 @pytest.mark.parametrize("limit_field", ["pacs_stow_max_bytes"])
-def test_stow_rs_body_over_the_limit_is_413(tmp_path: Path, service_settings: Settings, limit_field: str) -> None:
+def test_stow_rs_body_over_the_limit_is_413(
+    tmp_path: Path, service_settings: Settings, limit_field: str
+) -> None:
     pacs = pacs_settings(tmp_path / "spool", dicom_port=None, **{limit_field: 1000})
     body, content_type = related([("application/dicom", dicom_bytes(film(seed=6)))])
     with gateway_server(service_settings, pacs) as (_, client):
