@@ -2,9 +2,10 @@
 refuses (dead-lettered with the reason). The SCP keeps serving and the queue keeps moving."""
 
 from pathlib import Path
+from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage, SecondaryCaptureImageStorage
+from pydicom.uid import UID, CTImageStorage, SecondaryCaptureImageStorage
 
 from service.settings import Settings
 from tests.service.live import metric_value
@@ -22,10 +23,10 @@ from tests.service.pacs.orthanc import echoscu, storescu
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 
 
-def _as_class(sop_class: str, seed: int, **edits: object) -> Dataset:
+def _as_class(sop_class: str, seed: int, **edits: Any) -> Dataset:
     ds = film(seed=seed, **edits)
     ds.SOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     return ds
 
 
