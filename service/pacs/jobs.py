@@ -351,7 +351,8 @@ class JobTable:
         )
 
     def study_uids(self, where: StudyFilter, limit: int, offset: int) -> tuple[list[str], int]:
-        """Study UIDs matching ``where``, most urgent then newest first, and how many match in all."""
+        """Study UIDs matching ``where``, urgent first, then untriaged, then routine; newest first within each;
+        and how many match in all."""
         clauses: list[str] = ["1 = 1"]
         params: list[Any] = []
         if where.study_instance_uid is not None:
@@ -369,14 +370,14 @@ class JobTable:
             having.append(f"{_STUDY_DELIVERY} = ?")
             params.append(where.delivery_state)
         sql = (
-            "SELECT study_instance_uid, MAX(triage_level = 'urgent') AS urgent, MAX(received_at) AS newest "
+            f"SELECT study_instance_uid, {_STUDY_RANK} AS rank, MAX(received_at) AS newest "
             f"FROM jobs WHERE {' AND '.join(clauses)} GROUP BY study_instance_uid "
             f"HAVING {' AND '.join(having)}"
         )
         with self._lock:
             (total,) = self._db.execute(f"SELECT COUNT(*) FROM ({sql})", params).fetchone()
             rows = self._db.execute(
-                f"{sql} ORDER BY urgent DESC, newest DESC LIMIT ? OFFSET ?",
+                f"{sql} ORDER BY rank DESC, newest DESC LIMIT ? OFFSET ?",
                 [*params, limit, offset],
             ).fetchall()
         return [str(row[0]) for row in rows], int(total)
@@ -391,6 +392,11 @@ class JobTable:
         )
 
 
+# Worklist rank: any urgent film first; then studies with a film not triaged (queued, or dead: someone
+# must look), which may yet be urgent; routine last.
+_STUDY_RANK = (
+    "CASE WHEN MAX(triage_level = 'urgent') = 1 THEN 2 WHEN MAX(triage_level IS NULL) = 1 THEN 1 ELSE 0 END"
+)
 # A study's delivery state: the least advanced of its instances'.
 _STUDY_DELIVERY = (
     "CASE WHEN MAX(delivery_state = 'retrying') = 1 THEN 'retrying' "
