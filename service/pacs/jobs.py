@@ -351,7 +351,7 @@ class JobTable:
         )
 
     def study_uids(self, where: StudyFilter, limit: int, offset: int) -> tuple[list[str], int]:
-        """Study UIDs matching ``where``, urgent first, then untriaged, then routine; newest first within each;
+        """Study UIDs matching ``where`` (urgent, then untriaged, then routine; newest first within each)
         and how many match in all."""
         clauses: list[str] = ["1 = 1"]
         params: list[Any] = []
