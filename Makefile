@@ -11,7 +11,7 @@ LOCK := requirements.lock
 # here with --ignore-requires-python rather than declared in pyproject.toml.
 HELM_SDK := helm-sdkpy==0.1.32
 
-.PHONY: setup demo test lint typecheck unit audit lock lock-images clean
+.PHONY: setup demo test lint typecheck unit audit lock lock-images clean pacs-tools
 
 setup: $(VENV)/.installed
 
@@ -27,7 +27,22 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	VENV=$(VENV) bash scripts/demo.sh
 
-test: setup lint typecheck audit unit
+test: setup pacs-tools lint typecheck audit unit
+
+# The PACS tests (tests/service/pacs) run a real Orthanc (with its DICOMweb plugin) and DCMTK's
+# storescu/echoscu. Installed with apt-get where they are missing and apt is there (as root, or with
+# sudo); elsewhere those tests skip and say which package is missing.
+PACS_PACKAGES := orthanc orthanc-dicomweb dcmtk
+pacs-tools:
+	@if command -v Orthanc >/dev/null && command -v storescu >/dev/null && command -v echoscu >/dev/null \
+	    && ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* >/dev/null 2>&1; then \
+	  echo "pacs-tools: Orthanc, its DICOMweb plugin and DCMTK are installed"; \
+	elif ! command -v apt-get >/dev/null; then \
+	  echo "pacs-tools: SKIPPED, no apt-get here; the PACS tests will skip (install $(PACS_PACKAGES))"; \
+	else \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(PACS_PACKAGES); \
+	fi
 
 lint:
 	$(BIN)/ruff check .
