@@ -13,7 +13,7 @@ from service.dependencies import context_of
 from service.drain import DrainingServer
 from service.logs import setup_logging
 from service.main import create_app
-from service.pacs.settings import PacsSettings, pacs_variable_names
+from service.pacs.settings import PacsSettings
 from service.settings import Settings, is_loopback, unknown_cxr_variables
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def main() -> int:
         print(f"cxr-serve: invalid CXR_* configuration:\n{exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
     setup_logging(settings.log_level)
-    unknown = [name for name in unknown_cxr_variables(os.environ) if name not in pacs_variable_names()]
+    unknown = unknown_cxr_variables(os.environ)
     if unknown:  # names only: values are not logged
         logger.warning("ignoring unknown CXR_* environment variables", extra={"variables": unknown})
     try:

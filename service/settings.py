@@ -205,7 +205,9 @@ def is_plain_name(value: str) -> bool:
 
 def unknown_cxr_variables(environ: Mapping[str, str]) -> list[str]:
     """Names of CXR_* variables that match no setting: usually a typo that would go unnoticed."""
-    known = {f"CXR_{name.upper()}" for name in Settings.model_fields}
+    from service.pacs.settings import pacs_variable_names  # the PACS gateway's own CXR_* settings
+
+    known = {f"CXR_{name.upper()}" for name in Settings.model_fields} | pacs_variable_names()
     return sorted(key for key in environ if key.upper().startswith("CXR_") and key.upper() not in known)
 
 
