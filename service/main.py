@@ -93,7 +93,8 @@ def create_app(settings: Settings | None = None, pacs_settings: PacsSettings | N
     app.state.context = context
     app.state.pacs = None
     install_exception_handlers(app, metrics)
-    routers = (*ALL_ROUTERS, *PACS_ROUTERS)
+    # The DICOMweb and worklist routes exist only where the PACS gateway is configured.
+    routers = (*ALL_ROUTERS, *(PACS_ROUTERS if pacs_settings.enabled else ()))
     for router in routers:
         app.include_router(router)
     # Added first = runs inside: the observer sees (and audits) the guard's 401/403 answers too.

@@ -19,12 +19,31 @@ from service.pacs.intake import OUT_OF_RESOURCES, Received
 from service.pacs.jobs import Job, StudyFilter
 from service.pacs.multipart import media_type, split_related
 from service.pacs.schemas import StudyInstance, StudyList, StudySummary
+from service.schemas import ErrorResponse
 from service.upload import upload_too_large
 
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
 MAX_INSTANCES_PER_REQUEST = 1000
 
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "Malformed multipart/related body",
+        401: "No API key, or not a valid one",
+        403: "The API key lacks the 'predict' scope",
+        408: "The body did not arrive within CXR_REQUEST_TIMEOUT_S",
+        413: "Body larger than CXR_PACS_STOW_MAX_BYTES, or too many instances",
+        415: 'Not multipart/related; type="application/dicom"',
+        503: "The gateway is starting or stopping",
+    }.items()
+}
+_STORE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Every instance stored and queued (PS3.18 store response, application/dicom+json)"},
+    202: {"description": "Some instances stored; the others in the Failed SOP Sequence with a reason"},
+    409: {"description": "No instance stored; each in the Failed SOP Sequence with a reason"},
+    **_ERRORS,
+}
 dicomweb_router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 studies_router = APIRouter(prefix="/v1", tags=["studies"])
 PACS_ROUTERS = (dicomweb_router, studies_router)
@@ -79,12 +98,16 @@ def _store_response(results: list[Received]) -> dict[str, Any]:
     return response.to_json_dict()
 
 
-@dicomweb_router.post("/studies", summary="STOW-RS: store instances; each film is queued for triage")
+@dicomweb_router.post(
+    "/studies", responses=_STORE_RESPONSES, summary="STOW-RS: store instances; each film is queued for triage"
+)
 async def store_instances(request: Request, gateway: GatewayDep, settings: SettingsDep) -> Response:
     return await _store(request, gateway, settings.max_upload_bytes, settings.request_timeout_s, None)
 
 
-@dicomweb_router.post("/studies/{study}", summary="STOW-RS: store instances of one study")
+@dicomweb_router.post(
+    "/studies/{study}", responses=_STORE_RESPONSES, summary="STOW-RS: store instances of one study"
+)
 async def store_study_instances(
     request: Request, study: str, gateway: GatewayDep, settings: SettingsDep
 ) -> Response:
@@ -177,7 +200,10 @@ def _summary(study_uid: str, jobs: list[Job]) -> StudySummary:
 
 
 @studies_router.get(
-    "/studies", response_model=StudyList, summary="Triaged studies, most urgent and newest first"
+    "/studies",
+    responses={status: _ERRORS[status] for status in (401, 403, 503)},
+    response_model=StudyList,
+    summary="Triaged studies, most urgent and newest first",
 )
 async def list_studies(
     *,
