@@ -169,6 +169,7 @@ def _instance(job: Job) -> StudyInstance:
         model_name=job.model_name,
         model_version=job.model_version,
         delivery_state=job.delivery_state or ("none" if job.state == "dead" else "pending"),
+        delivered_at=_time(job.delivered_at),
         delivery_attempts=job.delivery_attempts,
         delivery_error=job.delivery_error,
         sr_instance_uid=job.sr_instance_uid,

@@ -19,6 +19,7 @@ class StudyInstance(BaseModel):
     model_name: str | None
     model_version: str | None
     delivery_state: str = Field(description="pending, retrying, delivered, none (no destination, or dead)")
+    delivered_at: datetime | None = Field(description="When the last destination took the results")
     delivery_attempts: int = Field(description="Failed delivery rounds so far")
     delivery_error: str | None
     sr_instance_uid: str | None

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.orthanc import Orthanc
 from service.settings import Settings
 from tests.service.live import TEST_MAX_UPLOAD_BYTES, TEST_OVERLAY_MAX_SIDE
-from tests.service.pacs.harness import SERVICE_AE
-from tests.service.pacs.orthanc import Orthanc
+from tests.service.pacs.harness import SERVICE_AE, require_pacs_tools
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +26,7 @@ def service_settings(tiny_model_dir: Path, api_keys_file: Path) -> Settings:
 def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
     """A fresh, empty PACS per test; it accepts stores from the gateway (any port: results come from
     the SCU's ephemeral port) and from the test's modality."""
+    require_pacs_tools()
     pacs = Orthanc(tmp_path / "orthanc", modalities={"cxr": (SERVICE_AE, 104), "modality": ("MODALITY", 104)})
     pacs.start()
     try:

@@ -6,12 +6,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import IO, Any, TypeVar
 
 import httpx
+import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from bench import orthanc
+from bench.orthanc import PACS_TOOLS, missing_tools
 from service.main import create_app
 from service.pacs.settings import PacsSettings
 from service.settings import Settings
@@ -136,3 +140,22 @@ def _ready(process: "subprocess.Popen[bytes]", url: str) -> bool:
         return httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def require_pacs_tools() -> None:
+    """Skip, naming what is missing, where Orthanc or DCMTK is not installed (`make test` installs them)."""
+    missing = missing_tools(*PACS_TOOLS)
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (apt-get install orthanc orthanc-dicomweb dcmtk)")
+
+
+def storescu(
+    port: int, files: list[Path], *, calling: str, called: str = SERVICE_AE
+) -> CompletedProcess[str]:
+    require_pacs_tools()
+    return orthanc.storescu(port, files, calling=calling, called=called)
+
+
+def echoscu(port: int, *, calling: str, called: str = SERVICE_AE) -> CompletedProcess[str]:
+    require_pacs_tools()
+    return orthanc.echoscu(port, calling=calling, called=called)

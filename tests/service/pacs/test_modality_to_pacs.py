@@ -3,18 +3,20 @@
 from pathlib import Path
 from typing import Any
 
+from bench.orthanc import Orthanc
 from service.settings import Settings
 from tests.service.live import metric_value
 from tests.service.pacs.harness import (
     MODALITY_AE,
     all_done,
+    echoscu,
     film,
     gateway_server,
     pacs_settings,
+    storescu,
     wait_for,
     write_films,
 )
-from tests.service.pacs.orthanc import Orthanc, echoscu, storescu
 
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"

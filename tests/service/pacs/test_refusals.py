@@ -12,13 +12,14 @@ from tests.service.live import metric_value
 from tests.service.pacs.harness import (
     MODALITY_AE,
     all_done,
+    echoscu,
     film,
     gateway_server,
     pacs_settings,
+    storescu,
     wait_for,
     write_films,
 )
-from tests.service.pacs.orthanc import echoscu, storescu
 
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 

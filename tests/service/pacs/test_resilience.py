@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.orthanc import Orthanc
 from service.pacs.gateway import JOB_TABLE
 from service.settings import Settings
 from tests.service.live import AUTH_HEADERS, free_port, metric_value, service_env
@@ -18,10 +19,10 @@ from tests.service.pacs.harness import (
     gateway_server,
     instances,
     pacs_settings,
+    storescu,
     wait_for,
     write_films,
 )
-from tests.service.pacs.orthanc import Orthanc, storescu
 
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"

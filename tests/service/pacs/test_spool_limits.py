@@ -19,10 +19,10 @@ from tests.service.pacs.harness import (
     film,
     gateway_server,
     pacs_settings,
+    storescu,
     wait_for,
     write_films,
 )
-from tests.service.pacs.orthanc import storescu
 
 
 def test_full_spool_answers_out_of_resources(tmp_path: Path, service_settings: Settings) -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.orthanc import Orthanc
 from service.settings import Settings
 from tests.factories import dicom_bytes
 from tests.service.pacs.harness import all_done, film, gateway_server, pacs_settings, studies, wait_for
-from tests.service.pacs.orthanc import Orthanc
 
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"

@@ -1,5 +1,6 @@
 """A real Orthanc (Debian packages ``orthanc`` + ``orthanc-dicomweb``) as the PACS, on loopback ports,
 from a configuration generated in a temporary folder; and DCMTK's ``storescu``/``echoscu`` as a modality.
+Used by the PACS burst benchmark and by the tests of the PACS gateway (tests/service/pacs).
 
 Orthanc 1.10 has no bind-address option: it refuses HTTP from other hosts (RemoteAccessAllowed
 false) and DICOM from unknown peers (only the modality declared here, on 127.0.0.1, may store).
@@ -7,15 +8,13 @@ false) and DICOM from unknown peers (only the modality declared here, on 127.0.0
 
 import json
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-
-from tests.service.live import free_port
 
 PLUGIN_DIRS = (Path("/usr/share/orthanc/plugins"), Path("/usr/lib/orthanc"))
 _START_TIMEOUT_S = 60.0
@@ -28,20 +27,27 @@ def dicomweb_plugin() -> Path | None:
     return None
 
 
-def require_tools(*names: str) -> None:
-    """Skip (with the reason) where the Debian packages are missing; `make test` installs them."""
+PACS_TOOLS = ("Orthanc", "storescu", "echoscu")
+
+
+def missing_tools(*names: str) -> list[str]:
+    """Which of the Debian packages' programs (and the DICOMweb plugin) are missing here."""
     missing = [name for name in names if shutil.which(name) is None]
     if "Orthanc" in names and dicomweb_plugin() is None:
         missing.append("orthanc-dicomweb plugin")
-    if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (apt-get install orthanc orthanc-dicomweb dcmtk)")
+    return missing
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class Orthanc:
     """``start()``/``stop()`` keep the same storage and ports, so a restart is the same PACS coming back."""
 
     def __init__(self, folder: Path, *, aet: str = "ORTHANC", modalities: dict[str, tuple[str, int]]) -> None:
-        require_tools("Orthanc")
         self.folder = folder
         self.aet = aet
         self.dicom_port = free_port()
@@ -137,7 +143,6 @@ class Orthanc:
 def storescu(
     port: int, files: list[Path], *, calling: str, called: str = "CXR-TRIAGE"
 ) -> subprocess.CompletedProcess[str]:
-    require_tools("storescu")
     return subprocess.run(
         ["storescu", "-aet", calling, "-aec", called, "127.0.0.1", str(port), *map(str, files)],
         capture_output=True,
@@ -148,7 +153,6 @@ def storescu(
 
 
 def echoscu(port: int, *, calling: str, called: str = "CXR-TRIAGE") -> subprocess.CompletedProcess[str]:
-    require_tools("echoscu")
     return subprocess.run(
         ["echoscu", "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
         capture_output=True,
