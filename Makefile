@@ -10,8 +10,12 @@ LOCK := requirements.lock
 # Real Helm's library for tests/helm. It declares Python >= 3.12 but works on 3.11, so it is installed
 # here with --ignore-requires-python rather than declared in pyproject.toml.
 HELM_SDK := helm-sdkpy==0.1.32
+# Debian packages the tests drive: chromium for the review page's browser tests; Orthanc with its
+# DICOMweb plugin (the PACS) and DCMTK (storescu/echoscu, the modality) for tests/service/pacs.
+# Installed by `make test` where apt-get works as root; elsewhere those tests skip and say why.
+SYSTEM_PACKAGES := chromium orthanc orthanc-dicomweb dcmtk
 
-.PHONY: setup demo test lint typecheck unit audit lock lock-images clean pacs-tools
+.PHONY: setup demo test system-packages lint typecheck unit audit lock lock-images clean
 
 setup: $(VENV)/.installed
 
@@ -27,22 +31,10 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	VENV=$(VENV) bash scripts/demo.sh
 
-test: setup pacs-tools lint typecheck audit unit
+test: setup system-packages lint typecheck audit unit
 
-# The PACS tests (tests/service/pacs) run a real Orthanc (with its DICOMweb plugin) and DCMTK's
-# storescu/echoscu. Installed with apt-get where they are missing and apt is there (as root, or with
-# sudo); elsewhere those tests skip and say which package is missing.
-PACS_PACKAGES := orthanc orthanc-dicomweb dcmtk
-pacs-tools:
-	@if command -v Orthanc >/dev/null && command -v storescu >/dev/null && command -v echoscu >/dev/null \
-	    && ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* >/dev/null 2>&1; then \
-	  echo "pacs-tools: Orthanc, its DICOMweb plugin and DCMTK are installed"; \
-	elif ! command -v apt-get >/dev/null; then \
-	  echo "pacs-tools: SKIPPED, no apt-get here; the PACS tests will skip (install $(PACS_PACKAGES))"; \
-	else \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(PACS_PACKAGES); \
-	fi
+system-packages:
+	bash scripts/install_system_packages.sh $(SYSTEM_PACKAGES)
 
 lint:
 	$(BIN)/ruff check .

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from training.config import TrainConfig
-from training.metrics import format_metric
-from training.run_folder import RunSummary
+from training.fit.run_folder import RunSummary
+from training.stats.metrics import format_metric
 
 EXIT_USAGE = 2
 EXIT_COLLAPSED = 3
@@ -78,6 +78,8 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """Every subcommand and flag, declared flat as argparse wants them: long, but it reads as the
+    CLI's help text, and splitting it would scatter that."""
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train_arguments(commands.add_parser("train", help="train and write a run folder"))
@@ -122,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     grid_parser = commands.add_parser(
         "grid", help="run a study grid from a YAML (resumable) and write its comparison report"
     )
-    grid_parser.add_argument("spec", type=Path, help="the grid YAML (see training/grid.py)")
+    grid_parser.add_argument("spec", type=Path, help="the grid YAML (see training/study/grid.py)")
     grid_parser.add_argument("--out", type=Path, help="report folder (default: the YAML's folder)")
     grid_parser.add_argument("--fresh", action="store_true", help="discard finished cells and start over")
     grid_parser.add_argument(
@@ -150,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _ood_report(args: argparse.Namespace) -> int:
-    from training.ood_report import format_report, ood_report, write_report
+    from training.ood.report import format_report, ood_report, write_report
 
     report = ood_report(args.model, args.run_dir)
     print(format_report(report))
@@ -160,7 +162,7 @@ def _ood_report(args: argparse.Namespace) -> int:
 
 
 def _grid(args: argparse.Namespace) -> int:
-    from training.grid import run_grid
+    from training.study.grid import run_grid
 
     results = run_grid(args.spec, args.out, args.fresh, args.rescore)
     print(f"{len(results)} cells; report in {args.out or args.spec.parent}")
@@ -187,22 +189,22 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from training.quantize import quantize_model
+    from training.export.quantize import quantize_model
 
     print(quantize_model(args.model, args.run_dir, args.version, args.precision))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from training.export import export_run
+    from training.export.exporter import export_run
 
     print(export_run(args.run_dir, args.store, args.name, args.version, args.ood))
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.engine import train
-    from training.export import export_run
+    from training.export.exporter import export_run
+    from training.fit.engine import train
 
     result = train(_config(args))
     if os.environ.get("RANK", "0") != "0":
@@ -232,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("publish", "activate"):
         return _move_pointer(args)  # before any torch import: it needs no torch
 
-    from training.metrics import CollapsedModelError
+    from training.stats.metrics import CollapsedModelError
 
     try:
         return _COMMANDS[args.command](args)
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _move_pointer(args: argparse.Namespace) -> int:
-    from training.publish import PublishError, activate, format_decision, publish
+    from training.release.publish import PublishError, activate_version, format_decision, publish
 
     try:
         if args.command == "publish":
@@ -255,7 +257,7 @@ def _move_pointer(args: argparse.Namespace) -> int:
                 tolerance=args.tolerance,
             )
         else:
-            decision = activate(args.store, args.name, args.version)
+            decision = activate_version(args.store, args.name, args.version)
     except PublishError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -124,3 +124,8 @@ class ModelCard(_Strict):
     onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     opset: int
     quantisation: Quantisation | None = Field(None, description="None = the float graph as exported")
+
+
+def binary_threshold(card: ModelCard) -> DecisionThreshold | None:
+    """The card's decision threshold where one applies: binary models only; the others decide by argmax."""
+    return card.decision_threshold if len(card.class_names) == 2 else None

@@ -10,16 +10,16 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 from pynetdicom.transport import ThreadedAssociationServer
 
-from service.audit import UidHasher
+from service.inference.runtime import ModelRuntime
+from service.observability.audit import UidHasher
 from service.pacs.delivery import Destination, DimseDestination, StowDestination
 from service.pacs.intake import Intake
 from service.pacs.jobs import JobTable
 from service.pacs.metrics import PacsMetrics, QueueCollector
 from service.pacs.scp import start_scp
-from service.pacs.settings import PacsSettings
 from service.pacs.spool import Spool
 from service.pacs.workers import FilmLimits, Workers, remove_orphans
-from service.runtime import ModelRuntime
+from service.settings import PacsSettings
 
 logger = logging.getLogger(__name__)
 JOB_TABLE = "jobs.sqlite3"

@@ -21,8 +21,8 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
 )
 
-from service.audit import UidHasher
 from service.contract.codestream import BOUNDED_OUTPUT
+from service.observability.audit import UidHasher
 from service.pacs.jobs import JobTable, NewJob
 from service.pacs.spool import Spool, SpoolFullError
 

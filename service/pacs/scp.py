@@ -18,7 +18,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from service.pacs.intake import ACCEPTED_SOP_CLASSES, ACCEPTED_TRANSFER_SYNTAXES, CANNOT_UNDERSTAND, Intake
 from service.pacs.metrics import PacsMetrics
-from service.pacs.settings import PacsSettings
+from service.settings import PacsSettings
 
 logger = logging.getLogger(__name__)
 # pynetdicom logs association and DIMSE details at INFO/DEBUG (UIDs among them): warnings only.

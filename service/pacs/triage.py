@@ -6,10 +6,10 @@ from dataclasses import dataclass
 import pydicom
 
 from service.contract import InputError
-from service.dicom_results import build_secondary_capture, build_structured_report
-from service.overlay import blend_overlay, overlay_background
+from service.inference.runtime import ModelRuntime
+from service.outputs.dicom_results import build_secondary_capture, build_structured_report
+from service.outputs.overlay import blend_overlay, overlay_background
 from service.pacs.uids import result_uid, series_uid, stamp
-from service.runtime import ModelRuntime
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from service.audit import UidHasher
 from service.contract import InputError
+from service.inference.runtime import ModelRuntime
+from service.observability.audit import UidHasher
 from service.pacs.delivery import Destination, Parcel
 from service.pacs.intake import Intake
 from service.pacs.jobs import DEAD, Job, JobTable, TriageResult
 from service.pacs.metrics import PacsMetrics
-from service.pacs.settings import PacsSettings
 from service.pacs.spool import Spool
 from service.pacs.triage import triage_film
-from service.runtime import ModelRuntime
+from service.settings import PacsSettings
 
 logger = logging.getLogger(__name__)
 _DELIVERY_ROUND = 64  # jobs per delivery round (one association for all of them)

@@ -214,7 +214,7 @@ def test_service_monitor_scrapes_the_service_port(releases: dict[str, Release], 
 
 
 def test_the_probed_paths_are_routes_of_the_service() -> None:
-    from service.routes.health import router
+    from service.api.routes.health import router
 
     assert {"/healthz", "/readyz"} <= {getattr(route, "path", None) for route in router.routes}
 
@@ -299,8 +299,13 @@ def test_settings_are_valid_for_the_service(
 ) -> None:
     """Every CXR_* variable the chart sets is a real setting, and together they pass the service's
     own validation (a float-formatted integer or a watched pinned version would stop the pod)."""
-    from service.pacs.settings import PacsSettings, pacs_variable_names
-    from service.settings import Settings, is_loopback, unknown_cxr_variables
+    from service.settings import (
+        PacsSettings,
+        Settings,
+        is_loopback,
+        pacs_variable_names,
+        unknown_cxr_variables,
+    )
 
     release = releases[scenario]
     env = settings_env(release)
@@ -375,7 +380,7 @@ def test_api_key_secret_is_mounted_where_the_setting_points(
 
 
 def test_a_created_key_file_is_read_by_the_service(releases: dict[str, Release]) -> None:
-    from service.api_keys import parse_key_file
+    from service.security.api_keys import parse_key_file
 
     secret = releases["cpu-values"].one("Secret")
     text = base64.b64decode(secret["data"]["api_keys"]).decode("ascii")
@@ -668,8 +673,8 @@ def test_the_training_cli_accepts_the_jobs_arguments(
     """The real `python -m training` parser takes both invocations the Job makes (nothing is trained:
     the train and publish steps are replaced once the arguments are parsed and validated)."""
     import training.cli
-    import training.engine
-    import training.publish
+    import training.fit.engine
+    import training.release.publish
 
     (container,) = pod_spec(releases["retrain-values"].one("Job"))["containers"]
     _, (run, publish) = _run_retrain_script(container, tmp_path)
@@ -687,8 +692,8 @@ def test_the_training_cli_accepts_the_jobs_arguments(
         seen["publish"] = (store, name, version, options)
         raise StopAfterParsingError
 
-    monkeypatch.setattr(training.engine, "train", fake_train)
-    monkeypatch.setattr(training.publish, "publish", fake_publish)
+    monkeypatch.setattr(training.fit.engine, "train", fake_train)
+    monkeypatch.setattr(training.release.publish, "publish", fake_publish)
     for argv in (run, publish):
         with pytest.raises(StopAfterParsingError):
             training.cli.main(argv[2:])  # without "-m training"
@@ -710,7 +715,7 @@ def test_the_training_cli_accepts_the_jobs_arguments(
 def test_pacs_scenario_exposes_the_dicom_port_and_keeps_the_spool_on_its_claim(
     releases: dict[str, Release],
 ) -> None:
-    from service.pacs.settings import PacsSettings
+    from service.settings import PacsSettings
 
     release = releases["pacs-values"]
     env = settings_env(release)

@@ -93,6 +93,19 @@ def service_env(**cxr: str) -> dict[str, str]:
     return env
 
 
+def run_python(*args: str, env: Mapping[str, str], timeout: float = 60) -> "subprocess.CompletedProcess[str]":
+    """``python ARGS`` in the repository, to its end (e.g. ``-m service`` refusing to start)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO_ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @contextmanager
 def service_process(env: Mapping[str, str], log: IO[bytes]) -> Iterator[str]:
     """Run ``python -m service`` until the block ends; yields its base URL once /readyz is 200."""

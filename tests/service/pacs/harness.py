@@ -17,8 +17,7 @@ from pydicom.uid import generate_uid
 from bench import orthanc
 from bench.orthanc import PACS_TOOLS, missing_tools
 from service.main import create_app
-from service.pacs.settings import PacsSettings
-from service.settings import Settings
+from service.settings import PacsSettings, Settings
 from tests.factories import chest_like, dicom_bytes, dicom_dataset
 from tests.service.live import AUTH_HEADERS, REPO_ROOT, ThreadedServer, free_port
 

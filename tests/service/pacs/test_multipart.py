@@ -2,8 +2,8 @@
 
 import pytest
 
+from service.api.multipart import media_type, split_related
 from service.contract import InputError
-from service.pacs.multipart import media_type, split_related
 
 
 def test_parts_keep_their_bytes_exactly() -> None:

@@ -8,9 +8,9 @@ import pydicom
 import pytest
 
 from service.contract import InputError
+from service.inference.runtime import ModelRuntime
 from service.pacs.triage import triage_film
 from service.pacs.uids import result_uid
-from service.runtime import ModelRuntime
 from service.settings import Settings
 from tests.factories import dicom_bytes
 from tests.service.pacs.harness import film
