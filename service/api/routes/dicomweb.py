@@ -31,6 +31,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         408: "The body did not arrive within CXR_REQUEST_TIMEOUT_S",
         413: "Body larger than CXR_PACS_STOW_MAX_BYTES, or too many instances",
         415: 'Not multipart/related; type="application/dicom"',
+        422: "A query or path parameter is invalid",
         503: "The gateway is starting or stopping",
     }.items()
 }

@@ -67,7 +67,7 @@ def _summary(study_uid: str, jobs: list[Job]) -> StudySummary:
 
 @router.get(
     "/studies",
-    responses={status: ERRORS[status] for status in (401, 403, 503)},
+    responses={status: ERRORS[status] for status in (401, 403, 422, 503)},
     response_model=StudyList,
     summary="Triaged studies, most urgent and newest first",
 )
