@@ -22,7 +22,7 @@ LAYERS = {
         ["lifecycle"],
         ["pacs"],
         ["api"],
-        ["main"],
+        ["main", "server"],
         ["__main__"],
     ],
     "training": [

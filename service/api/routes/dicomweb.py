@@ -10,13 +10,15 @@ from fastapi import APIRouter, Request, Response
 from pydicom.dataset import Dataset
 from starlette.requests import ClientDisconnect
 
-from service.api.dependencies import GatewayDep, SettingsDep
+from service.api.dependencies import GatewayDep, SettingsDep, UploadsDep
 from service.api.multipart import media_type, split_related
 from service.api.schemas import ErrorResponse
 from service.api.upload import upload_too_large
 from service.contract import InputError
+from service.inference.upload_budget import UploadLease
 from service.pacs.gateway import Gateway
 from service.pacs.intake import OUT_OF_RESOURCES, Received
+from service.settings import Settings
 
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
@@ -32,7 +34,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         413: "Body larger than CXR_PACS_STOW_MAX_BYTES, or too many instances",
         415: 'Not multipart/related; type="application/dicom"',
         422: "A query or path parameter is invalid",
-        503: "The gateway is starting or stopping",
+        503: "Gateway starting or stopping, or the upload budget (CXR_UPLOAD_BYTES_IN_FLIGHT) spent",
     }.items()
 }
 _STORE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -45,10 +47,13 @@ router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 
 
 # --- STOW-RS -------------------------------------------------------------------------------------------
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, lease: UploadLease) -> bytes:
+    """The body, within ``limit`` and within the service's upload budget (503 once that is spent)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise upload_too_large(limit)
+    if declared is not None and declared.isdigit():
+        if int(declared) > limit:
+            raise upload_too_large(limit)
+        lease.cover(int(declared))
     chunks: list[bytes] = []
     received = 0
     try:
@@ -56,6 +61,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
             received += len(chunk)
             if received > limit:
                 raise upload_too_large(limit)
+            lease.cover(received)
             chunks.append(chunk)
     except ClientDisconnect as exc:
         raise InputError("client_disconnected", "The client closed the connection mid-upload.", 400) from exc
@@ -84,20 +90,26 @@ def _store_response(results: list[Received]) -> dict[str, Any]:
 @router.post(
     "/studies", responses=_STORE_RESPONSES, summary="STOW-RS: store instances; each film is queued for triage"
 )
-async def store_instances(request: Request, gateway: GatewayDep, settings: SettingsDep) -> Response:
-    return await _store(request, gateway, settings.max_upload_bytes, settings.request_timeout_s, None)
+async def store_instances(
+    request: Request, gateway: GatewayDep, settings: SettingsDep, uploads: UploadsDep
+) -> Response:
+    async with uploads.lease() as lease:
+        return await _store(request, gateway, settings, lease, None)
 
 
 @router.post("/studies/{study}", responses=_STORE_RESPONSES, summary="STOW-RS: store instances of one study")
 async def store_study_instances(
-    request: Request, study: str, gateway: GatewayDep, settings: SettingsDep
+    request: Request, study: str, gateway: GatewayDep, settings: SettingsDep, uploads: UploadsDep
 ) -> Response:
-    return await _store(request, gateway, settings.max_upload_bytes, settings.request_timeout_s, study)
+    async with uploads.lease() as lease:
+        return await _store(request, gateway, settings, lease, study)
 
 
 async def _store(
-    request: Request, gateway: Gateway, max_instance_bytes: int, timeout_s: float, study: str | None
+    request: Request, gateway: Gateway, settings: Settings, lease: UploadLease, study: str | None
 ) -> Response:
+    # The same key scope, per-file limit, upload budget and deadline as POST /v1/predict.
+    max_instance_bytes, timeout_s = settings.max_upload_bytes, settings.request_timeout_s
     kind, params = media_type(request.headers.get("content-type", ""))
     if kind != "multipart/related" or params.get("type", DICOM).lower() != DICOM:
         raise InputError(
@@ -107,7 +119,7 @@ async def _store(
         )
     try:
         with anyio.fail_after(timeout_s):
-            body = await _read_body(request, gateway.settings.pacs_stow_max_bytes)
+            body = await _read_body(request, gateway.settings.pacs_stow_max_bytes, lease)
     except TimeoutError as exc:
         raise InputError("upload_timeout", f"The upload did not arrive within {timeout_s:g} s.", 408) from exc
     parts = split_related(body, params.get("boundary", ""), MAX_INSTANCES_PER_REQUEST)
