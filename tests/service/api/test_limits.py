@@ -11,38 +11,25 @@ import pytest
 
 from service.errors import ServiceError
 from service.inference.admission import RETRY_AFTER_S, Admission, Deadline, processing_timeout, upload_timeout
-from service.main import create_app
 from service.observability.metrics import Metrics
-from service.settings import Settings
 from tests.factories import chest_like, png_bytes
-from tests.service.live import AUTH_HEADERS, ThreadedServer, metric_value, post_file, strict_json
+from tests.service.live import AUTH_HEADERS, live_client, metric_value, post_file, strict_json
 from tests.service.raw_http import RawUpload, wait_until
 
 FILM = png_bytes(chest_like(96, 80, seed=21))
 
 
-def _server(model_dir: Path, keys: Path, **settings: object) -> Iterator[httpx.Client]:
-    app = create_app(
-        Settings(model_dir=model_dir, execution_provider="cpu", api_keys_file=keys, **settings)  # type: ignore[arg-type]
-    )
-    with (
-        ThreadedServer(app) as server,
-        httpx.Client(base_url=server.url, timeout=30.0, headers=AUTH_HEADERS) as client,
-    ):
-        yield client
-
-
 @pytest.fixture(scope="module")
 def one_slot(tiny_model_dir: Path, api_keys_file: Path) -> Iterator[httpx.Client]:
     """One prediction at a time, one more queued; a pixel cap between the test films' sizes."""
-    yield from _server(
+    yield from live_client(
         tiny_model_dir, api_keys_file, max_concurrent_predictions=1, max_queued=1, max_pixels=100 * 100
     )
 
 
 @pytest.fixture(scope="module")
 def short_deadline(tiny_model_dir: Path, api_keys_file: Path) -> Iterator[httpx.Client]:
-    yield from _server(tiny_model_dir, api_keys_file, request_timeout_s=2.0)
+    yield from live_client(tiny_model_dir, api_keys_file, request_timeout_s=2.0)
 
 
 def _running(client: httpx.Client) -> float:

@@ -15,28 +15,16 @@ from pydicom.uid import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 from service.contract import ModelCard
 from service.contract.model_card import CARD_FILENAME
 from service.inference.runtime import ModelRuntime
-from service.main import create_app
 from service.settings import Settings
 from tests.factories import dicom_bytes, dicom_dataset, png_bytes
-from tests.service.live import AUTH_HEADERS, ThreadedServer, post_file, strict_json
+from tests.service.live import live_client, post_file, strict_json
 from training.fit.checkpoint import load_split, load_trained_model
 from training.ood.film_set import noise_images
 
 
-def _client(model_dir: Path, keys: Path, **settings: object) -> Iterator[httpx.Client]:
-    app = create_app(
-        Settings(model_dir=model_dir, execution_provider="cpu", api_keys_file=keys, **settings)  # type: ignore[arg-type]
-    )
-    with (
-        ThreadedServer(app) as server,
-        httpx.Client(base_url=server.url, timeout=30.0, headers=AUTH_HEADERS) as http,
-    ):
-        yield http
-
-
 @pytest.fixture(scope="module")
 def ood_client(tiny_ood_model_dir: Path, api_keys_file: Path) -> Iterator[httpx.Client]:
-    yield from _client(tiny_ood_model_dir, api_keys_file)
+    yield from live_client(tiny_ood_model_dir, api_keys_file)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +90,7 @@ def test_the_threshold_cannot_be_set_per_request(
 def test_a_deployment_override_is_applied_and_said(
     tiny_model_dir: Path, api_keys_file: Path, film: np.ndarray
 ) -> None:
-    for client in _client(tiny_model_dir, api_keys_file, decision_threshold=0.0):
+    for client in live_client(tiny_model_dir, api_keys_file, decision_threshold=0.0):
         body = strict_json(post_file(client, png_bytes(film), params={"overlay": "false"}))
         assert body["triage"]["level"] == "urgent"  # p >= 0 always
         assert body["triage"]["validation_sensitivity"] is None

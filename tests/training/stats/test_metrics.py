@@ -1,9 +1,15 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from service.contract import DecisionThreshold, ModelCard
+from service.contract.model_card import CARD_FILENAME, binary_threshold
 from training.stats.metrics import (
     CollapsedModelError,
+    card_train_labels,
     check_not_collapsed,
+    class_prior,
     classification_metrics,
     majority_baseline,
     youden_threshold,
@@ -56,3 +62,27 @@ def test_youden_threshold_separates_a_separable_set() -> None:
     m = classification_metrics(LABELS, _probs(list(scores)), 1, threshold)
     assert m["sensitivity"] == 1.0
     assert m["specificity"] == 1.0
+
+
+def test_class_prior_is_each_class_frequency_in_the_training_labels() -> None:
+    np.testing.assert_allclose(class_prior(np.array([0, 1, 1, 1]), 3), [0.25, 0.75, 0.0])
+
+
+def test_card_train_labels_rebuild_the_training_class_counts(tiny_model_dir: Path) -> None:
+    card = ModelCard.model_validate_json((tiny_model_dir / CARD_FILENAME).read_bytes())
+    train = card.training_data.splits["train"]
+    labels = card_train_labels(card)
+    assert labels is not None
+    counts = np.bincount(labels, minlength=len(card.class_names))
+    assert counts.tolist() == [train.per_class.get(name, 0) for name in card.class_names]
+    no_split = card.model_copy(update={"training_data": card.training_data.model_copy(update={"splits": {}})})
+    assert card_train_labels(no_split) is None
+
+
+def test_a_threshold_applies_only_to_binary_cards(tiny_model_dir: Path) -> None:
+    card = ModelCard.model_validate_json((tiny_model_dir / CARD_FILENAME).read_bytes())
+    threshold = DecisionThreshold(positive_class=card.class_names[-1], value=0.7, method="test")
+    binary = card.model_copy(update={"class_names": card.class_names[:2], "decision_threshold": threshold})
+    three = card.model_copy(update={"class_names": ["A", "B", "C"], "decision_threshold": threshold})
+    assert binary_threshold(binary) == threshold
+    assert binary_threshold(three) is None
