@@ -13,12 +13,15 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from service import __version__
+from service.api.docs_headers import DocsHeaders
 from service.api.error_handlers import install_exception_handlers
 from service.api.middleware import RequestObserver
 from service.api.routes import ALL_ROUTERS
 from service.inference.admission import Admission
 from service.inference.cpus import available_cpus
+from service.inference.memory import trim_heap
 from service.inference.runtime import ModelRuntime
+from service.inference.upload_budget import UploadBudget
 from service.lifecycle.reload import swap_runtime
 from service.lifecycle.state import AppContext
 from service.lifecycle.store_watch import start_watching, stop_watching
@@ -50,7 +53,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise
         decode_threads = settings.decode_threads or available_cpus()
         context.limiter = CapacityLimiter(decode_threads)
-        context.admission = Admission(settings.max_concurrent_predictions, settings.max_queued, metrics)
+        on_idle = trim_heap if settings.trim_heap_when_idle else None
+        context.admission = Admission(
+            settings.max_concurrent_predictions, settings.max_queued, metrics, on_idle=on_idle
+        )
+        context.uploads = UploadBudget(settings.upload_bytes_in_flight, metrics)
         _log_access(access)
         swap_runtime(context, runtime)
         logger.info(
@@ -89,6 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         route.path for router in ALL_ROUTERS for route in router.routes if isinstance(route, APIRoute)
     }
     known_paths |= {url for url in (app.openapi_url, app.docs_url, app.redoc_url) if url}
+    docs_paths = {url for url in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if url}
+    app.add_middleware(DocsHeaders, paths=docs_paths)
     app.add_middleware(RequestObserver, metrics=metrics, uid_hasher=uid_hasher, known_paths=known_paths)
     return app
 

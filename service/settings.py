@@ -13,6 +13,14 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.contract.decoded import (
+    DEFAULT_MAX_DECODED_BYTES,
+    DEFAULT_MAX_DICOM_DEPTH,
+    DEFAULT_MAX_DICOM_ELEMENTS,
+    DEFAULT_MAX_DICOM_HEADER_BYTES,
+    DecodeLimits,
+)
+
 MIB = 1024 * 1024
 LATEST = "latest"
 ACTIVE = "active"
@@ -57,6 +65,56 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(32 * MIB, gt=0, description="Largest accepted file, in bytes.")
     max_pixels: int = Field(50_000_000, gt=0, description="Largest accepted image, width x height.")
+    max_decoded_bytes: int = Field(
+        DEFAULT_MAX_DECODED_BYTES,
+        gt=0,
+        description="Largest image in bytes as the decoder holds it (pixels x channels x bytes per "
+        "sample), checked from the header before decoding: 422 decoded_too_large.",
+    )
+    dicom_max_depth: int = Field(
+        DEFAULT_MAX_DICOM_DEPTH, ge=1, le=64, description="Deepest sequence nesting in a DICOM header (400)."
+    )
+    dicom_max_elements: int = Field(
+        DEFAULT_MAX_DICOM_ELEMENTS,
+        ge=16,
+        le=1_000_000,
+        description="Most data elements (sequence items included) in a DICOM header (400).",
+    )
+    dicom_max_header_bytes: int = Field(
+        DEFAULT_MAX_DICOM_HEADER_BYTES,
+        ge=1024,
+        description="Most bytes of DICOM values other than the pixel data (400).",
+    )
+    max_header_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request line + headers, in bytes: 431 headers_too_large (414 when the "
+        "request line alone is longer).",
+    )
+    max_header_count: int = Field(64, ge=8, le=1000, description="Most header fields in a request: 431.")
+    trim_heap_when_idle: bool = Field(
+        True,
+        description="Call glibc's malloc_trim whenever no prediction is running or queued, so the "
+        "memory of a burst of large films goes back to the OS (reports/bench/upload-memory).",
+    )
+    upload_bytes_in_flight: int = Field(
+        256 * MIB,
+        gt=0,
+        description="Upload bytes held at once across all requests (being received or waiting for a "
+        "slot); past it 503 + Retry-After. Keep it at least max_upload_bytes.",
+    )
+    upload_idle_timeout_s: float = Field(
+        5.0, gt=0.0, le=300.0, description="An upload that sends nothing for this long: 408 upload_too_slow."
+    )
+    upload_min_rate_bps: float = Field(
+        32 * 1024,
+        ge=0.0,
+        description="Average upload rate (bytes/s) required once upload_rate_grace_s has passed: 408.",
+    )
+    upload_rate_grace_s: float = Field(
+        5.0, ge=0.0, le=300.0, description="Seconds an upload may take before the minimum rate applies."
+    )
     overlay_max_side: int = Field(512, ge=16, le=4096, description="Longest side of the Grad-CAM PNG.")
     decision_threshold: float | None = Field(
         None,
@@ -108,9 +166,9 @@ class Settings(BaseSettings):
         16,
         ge=1,
         le=256,
-        description="Predictions holding a slot (upload, decode, waiting for and running the model, "
-        "overlay); others queue. Bounds memory: each holds its upload and its decoded film. Keep it "
-        "at least max_batch_size, or batches never fill.",
+        description="Predictions holding a slot (decode, waiting for and running the model, overlay; "
+        "taken once the upload is complete); others queue. Bounds memory: each holds its decoded "
+        "film. Keep it at least max_batch_size, or batches never fill.",
     )
     decode_threads: int = Field(
         0,
@@ -136,8 +194,8 @@ class Settings(BaseSettings):
         64,
         ge=0,
         le=1024,
-        description="Predictions allowed to wait for a slot before their body is read; beyond that "
-        "503 + Retry-After at once, so a burst never grows memory.",
+        description="Predictions allowed to wait for a slot with their upload read (its bytes counted "
+        "in upload_bytes_in_flight); beyond that 503 + Retry-After at once.",
     )
     request_timeout_s: float = Field(
         30.0,
@@ -170,6 +228,15 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", min_length=1, description="Bind address; loopback unless opened up.")
     port: int = Field(8000, ge=1, le=65535)
     log_level: LogLevel = "info"
+
+    def decode_limits(self) -> DecodeLimits:
+        return DecodeLimits(
+            max_pixels=self.max_pixels,
+            max_decoded_bytes=self.max_decoded_bytes,
+            max_dicom_depth=self.dicom_max_depth,
+            max_dicom_elements=self.dicom_max_elements,
+            max_dicom_header_bytes=self.dicom_max_header_bytes,
+        )
 
     @field_validator("model_name", "model_version")
     @classmethod

@@ -21,7 +21,7 @@ LAYERS = {
         ["inference"],
         ["lifecycle"],
         ["api"],
-        ["main"],
+        ["main", "server"],
         ["__main__"],
     ],
     "training": [

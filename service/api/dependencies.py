@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from service.errors import ServiceError
 from service.inference.admission import Admission
 from service.inference.runtime import ModelRuntime
+from service.inference.upload_budget import UploadBudget
 from service.lifecycle.state import AppContext, context_of
 from service.observability.metrics import Metrics
 from service.settings import Settings
@@ -48,8 +49,15 @@ async def get_limiter(context: ContextDep) -> CapacityLimiter:
     return context.limiter
 
 
+async def get_uploads(context: ContextDep) -> UploadBudget:
+    if context.uploads is None:
+        raise ServiceError("model_not_loaded", "The service is not started.", 503)
+    return context.uploads
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
 LimiterDep = Annotated[CapacityLimiter, Depends(get_limiter)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
+UploadsDep = Annotated[UploadBudget, Depends(get_uploads)]

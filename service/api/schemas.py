@@ -34,8 +34,15 @@ class ImageInfo(_Response):
 class DicomRef(_Response):
     """The only DICOM attributes echoed back: enough to attach the result to the right instance."""
 
-    study_instance_uid: str | None
+    study_instance_uid: str | None = Field(
+        description="The file's Study Instance UID if it is one valid UID (PS3.5 9.1); otherwise null, "
+        "with a warning."
+    )
     sop_instance_uid: str | None
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Codes for what was not echoed: invalid_study_instance_uid, invalid_sop_instance_uid.",
+    )
 
 
 class GradCam(_Response):
