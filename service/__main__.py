@@ -13,7 +13,7 @@ from service.observability.audit import AuditKeyError
 from service.observability.logs import setup_logging
 from service.security.access import AccessConfigError
 from service.server import uvicorn_config
-from service.settings import Settings, is_loopback, unknown_cxr_variables
+from service.settings import PacsSettings, Settings, is_loopback, unknown_cxr_variables
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ EXIT_STARTUP_FAILED = 3
 def main() -> int:
     try:
         settings = Settings()
+        pacs_settings = PacsSettings()
     except ValidationError as exc:
         # Before logging is set up, and about environment variables only: plain text to stderr.
         print(f"cxr-serve: invalid CXR_* configuration:\n{exc}", file=sys.stderr)
@@ -33,7 +34,7 @@ def main() -> int:
     if unknown:  # names only: values are not logged
         logger.warning("ignoring unknown CXR_* environment variables", extra={"variables": unknown})
     try:
-        app = create_app(settings)
+        app = create_app(settings, pacs_settings)
     except (AccessConfigError, AuditKeyError) as exc:
         # Our own messages: paths and line numbers, never key material.
         logger.critical("refusing to start: %s", exc)

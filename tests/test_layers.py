@@ -20,6 +20,7 @@ LAYERS = {
         ["security", "store"],
         ["inference"],
         ["lifecycle"],
+        ["pacs"],
         ["api"],
         ["main", "server"],
         ["__main__"],
