@@ -7,6 +7,8 @@ With CXR_UI_SCREENSHOTS=<folder> each state is also saved there as a PNG (docs/i
 """
 
 import re
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -569,3 +571,76 @@ def test_the_worklist_puts_urgent_first_and_opens_a_study(session: Session) -> N
     assert _cells(page, "Films of this study", "1.2.3.3.1")[:2] == ["done", "URGENT"]
     assert page.evaluate("() => document.activeElement.textContent") == "Study"
     session.assert_clean()
+
+
+def _stow_body(film: bytes) -> tuple[bytes, str]:
+    """One DICOM instance as a STOW-RS multipart/related body, and its Content-Type."""
+    boundary = uuid.uuid4().hex
+    body = b"".join(
+        (
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(),
+            film,
+            f"\r\n--{boundary}--\r\n".encode(),
+        )
+    )
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tiny_ood_model_dir: Path, api_keys_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The service with DICOM intake on (a spool, no destination): GET /v1/studies has a worklist."""
+    folder = tmp_path_factory.mktemp("ui-gateway")
+    env = service_env(
+        model_dir=str(tiny_ood_model_dir),
+        api_keys_file=str(api_keys_file),
+        port=str(free_port()),
+        execution_provider="cpu",
+        pacs_spool_dir=str(folder / "spool"),
+        pacs_poll_s="0.2",
+    )
+    with (folder / "service.log").open("wb") as log, service_process(env, log) as url:
+        yield Server(url, folder / "service.log")
+
+
+def _finished_studies(api: httpx.Client, expected: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + WAIT_MS / 1000 * 4  # generous: a loaded machine, never a timing check
+    while True:
+        studies = strict_json(api.get("/v1/studies"))["studies"]
+        if len(studies) == expected and all(s["finished_at"] is not None for s in studies):
+            return list(studies)
+        assert time.monotonic() < deadline, f"studies not triaged in time: {studies}"
+        time.sleep(0.5)
+
+
+def test_the_worklist_shows_the_gateway_studies_urgent_first(
+    browser: Browser, gateway: Server, films: Films
+) -> None:
+    with httpx.Client(base_url=gateway.url, timeout=60.0, headers=AUTH_HEADERS) as api:
+        for film in (films.normal.dicom, films.pneumonia.dicom):  # the routine study arrives first
+            body, content_type = _stow_body(film)
+            stored = api.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type})
+            assert stored.status_code == 200, stored.text
+        studies = _finished_studies(api, 2)
+    by_level = {study["triage_level"]: study for study in studies}
+    assert set(by_level) == {"urgent", "routine"}
+    session = _open(browser, gateway, DESKTOP)
+    try:
+        page = session.page
+        _unlock(page)
+        page.get_by_role("button", name="Worklist").click()
+        rows = page.get_by_role("table", name="Triaged studies, urgent first").locator("tbody tr")
+        expect(rows).to_have_count(2)
+        for i, level in enumerate(("urgent", "routine")):
+            expect(rows.nth(i)).to_contain_text(level.upper())
+            expect(rows.nth(i)).to_contain_text(by_level[level]["study_instance_uid"])
+            expect(rows.nth(i)).to_contain_text(_percent(by_level[level]["probability"]))
+        rows.nth(0).get_by_role("button").click()
+        detail = page.get_by_test_id("study-detail")
+        (instance,) = by_level["urgent"]["instances"]
+        expect(detail).to_contain_text(instance["sop_instance_uid"])
+        _shot(page, "worklist-gateway")
+        session.assert_clean()
+    finally:
+        session.page.context.close()
