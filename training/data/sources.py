@@ -133,7 +133,11 @@ def _npz(config: TrainConfig) -> tuple[list[str], Split, str, str]:
         how = f"given by the file ({arrays} arrays), no identical content across splits{_dropped(split)}"
     else:
         split = _ratio_split(config, method, source.samples)
-        how = f"{_by_image(config, method)}, the file's own splits pooled"
+        how = (
+            f"by image, the file's own splits pooled (identical rows kept together), {_ratios(config)}"
+            if method == "image"
+            else f"{_by_image(config, method)}, the file's own splits pooled"
+        )
     return source.class_names, split, description, how
 
 
