@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 # equal on these share one ``TrainingData`` (the grid reuses it across cells).
 DATA_FIELDS = (
     "data_dir",
+    "sources",
+    "near_duplicate_distance",
     "data_format",
     "class_names",
     "patient_pattern",
