@@ -4,6 +4,7 @@ Kept apart from the fixed preprocessing contract: the service never augments.
 """
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -65,27 +66,24 @@ ACQUISITION_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+_ACQUIRE: dict[str, Callable[[shifts.Plane, float, int], shifts.Plane]] = {
+    "gamma": lambda p, v, _: shifts.gamma(p, v),
+    "gamma-down": lambda p, v, _: shifts.gamma(p, v),
+    "contrast-low": lambda p, v, _: shifts.contrast(p, v),
+    "blur": lambda p, v, _: shifts.blur(p, v),
+    "sharpen": lambda p, v, _: shifts.sharpen(p, v),
+    "noise": shifts.noise,
+    "jpeg": lambda p, v, _: shifts.jpeg(p, round(v)),
+    "down-up": lambda p, v, _: shifts.down_up(p, v),
+    "zoom-crop": lambda p, v, _: shifts.zoom_crop(p, v),
+    "border": lambda p, v, _: shifts.border(p, v),
+}
+
+
 def _acquire(plane: shifts.Plane, name: str, t: float, seed: int) -> shifts.Plane:
     """One acquisition shift at strength ``t`` in [0, 1] of its range (0 = identity)."""
     start, end = ACQUISITION_RANGES[name]
-    value = start + t * (end - start)
-    if name in ("gamma", "gamma-down"):
-        return shifts.gamma(plane, value)
-    if name == "contrast-low":
-        return shifts.contrast(plane, value)
-    if name == "blur":
-        return shifts.blur(plane, value)
-    if name == "sharpen":
-        return shifts.sharpen(plane, value)
-    if name == "noise":
-        return shifts.noise(plane, value, seed)
-    if name == "jpeg":
-        return shifts.jpeg(plane, round(value))
-    if name == "down-up":
-        return shifts.down_up(plane, value)
-    if name == "zoom-crop":
-        return shifts.zoom_crop(plane, value)
-    return shifts.border(plane, value)
+    return _ACQUIRE[name](plane, start + t * (end - start), seed)
 
 
 class RandAcquisition:

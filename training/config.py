@@ -51,9 +51,13 @@ class SourceConfig(BaseModel):
         description="patient: films grouped by patient_pattern (and near-duplicates); near_duplicate: no "
         "patient ids, films grouped by perceptual hash only",
     )
-    patient_pattern: str | None = Field(None, description="grouping patient: regex with a (?P<patient>...) group")
+    patient_pattern: str | None = Field(
+        None, description="grouping patient: regex with a (?P<patient>...) group"
+    )
     max_films: int | None = Field(
-        None, ge=2, description="a seeded, class-stratified subsample of this many films (studies, smoke runs)"
+        None,
+        ge=2,
+        description="a seeded, class-stratified subsample of this many films (studies, smoke runs)",
     )
 
     @model_validator(mode="after")
@@ -73,7 +77,7 @@ class TrainConfig(BaseModel):
         None, min_length=1, description="several labelled sources in one run, instead of data_dir"
     )
     near_duplicate_distance: int = Field(
-        6, ge=0, le=32, description="64-bit difference hashes this close (Hamming) are one film's copies"
+        12, ge=0, le=64, description="256-bit difference hashes this close (Hamming) are one film's copies"
     )
     data_format: Literal["auto", "folder", "npz", "csv"] = "auto"
     class_names: list[str] | None = Field(

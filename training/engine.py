@@ -24,7 +24,7 @@ from training.calibration import (
 )
 from training.config import TrainConfig
 from training.data.training_data import TrainingData, load_data
-from training.metrics import check_not_collapsed, classification_metrics
+from training.metrics import check_not_collapsed, classification_metrics, format_metric, per_source_metrics
 from training.trainer import Trainer, predict_logits, resolve_device
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,17 @@ def _operating_point(
 ) -> DecisionThreshold | None:
     if data.positive is None:
         return None
+    labels, sources = data.val_set.labels.numpy(), [s.source for s in data.split.validation]
     value, method = operating_threshold(
-        data.val_set.labels.numpy(), probabilities[:, data.positive], data.positive, config.target_sensitivity
+        labels, probabilities[:, data.positive], data.positive, config.target_sensitivity, sources
     )
+    per_source = per_source_metrics(labels, probabilities, sources, data.positive, value)
     return DecisionThreshold(
         positive_class=data.class_names[data.positive],
         value=value,
         method=method,
         target_sensitivity=config.target_sensitivity,
+        per_source=per_source if len(per_source) > 1 else None,
     )
 
 
@@ -121,6 +124,15 @@ def _train(
     threshold = _operating_point(config, data, probabilities)
     at = threshold.value if threshold else None
     final = classification_metrics(val_labels, probabilities, data.positive, at)
+    for name, metrics in (threshold.per_source or {}).items() if threshold else ():
+        log.info(
+            "validation %s: %d films, AUC %s, sensitivity %s, specificity %s at the operating point",
+            name,
+            metrics.films,
+            format_metric(metrics.auc),
+            format_metric(metrics.sensitivity),
+            format_metric(metrics.specificity),
+        )
     test = None
     if data.test_set is not None:
         test_probabilities = calibrated_probabilities(

@@ -67,9 +67,18 @@ def write_split(run_dir: Path, split: Split, class_names: list[str]) -> None:
             for s in samples:
                 # Absolute, so export and reports work from any working directory.
                 path = str(s.path.resolve())
-                dhash = f"{s.dhash:016x}" if s.dhash is not None else ""
+                dhash = f"{s.dhash:064x}" if s.dhash is not None else ""
                 writer.writerow(
-                    [name, path, class_names[s.label], s.patient, s.content_sha256, s.item or "", s.source, dhash]
+                    [
+                        name,
+                        path,
+                        class_names[s.label],
+                        s.patient,
+                        s.content_sha256,
+                        s.item or "",
+                        s.source,
+                        dhash,
+                    ]
                 )
 
 
@@ -88,7 +97,13 @@ class SplitRow:
 
     def sample(self, class_names: list[str]) -> Sample:
         return Sample(
-            self.path, class_names.index(self.label), self.patient, self.sha256, self.item, self.source, self.dhash
+            self.path,
+            class_names.index(self.label),
+            self.patient,
+            self.sha256,
+            self.item,
+            self.source,
+            self.dhash,
         )
 
 

@@ -155,7 +155,9 @@ def rotate(plane: Plane, degrees: float) -> Plane:
 # --- annotations burned into the pixels -------------------------------------------------------------
 
 
-def _draw(plane: Plane, paint: Callable[[ImageDraw.ImageDraw, int, int, np.random.Generator], None], seed: int) -> Plane:
+def _draw(
+    plane: Plane, paint: Callable[[ImageDraw.ImageDraw, int, int, np.random.Generator], None], seed: int
+) -> Plane:
     image = _to_pil(plane)
     paint(ImageDraw.Draw(image), image.width, image.height, np.random.default_rng(seed))
     drawn = _from_pil(image)
@@ -224,7 +226,8 @@ def lines_and_wires(plane: Plane, count: int, seed: int = 0) -> Plane:
     def paint(draw: ImageDraw.ImageDraw, width: int, height: int, rng: np.random.Generator) -> None:
         for _ in range(count):
             points = [
-                (float(rng.uniform(0, width)), float(rng.uniform(0, height))) for _ in range(int(rng.integers(3, 6)))
+                (float(rng.uniform(0, width)), float(rng.uniform(0, height)))
+                for _ in range(int(rng.integers(3, 6)))
             ]
             draw.line(points, fill=int(rng.integers(200, 256)), width=max(1, width // 200), joint="curve")
             for x, y in (points[0], points[-1]):
@@ -280,10 +283,10 @@ SHIFTS: dict[str, Shift] = {
 
 # Annotations real films carry; the OOD gate must let annotated films through.
 ANNOTATIONS: dict[str, Callable[[Plane, int, int], Plane]] = {
-    "burned-in text": lambda p, n, s: burned_text(p, n, s),
-    "laterality markers": lambda p, n, s: markers(p, n, s),
-    "rulers": lambda p, n, s: ruler(p, n, s),
-    "lines and ECG/device wires": lambda p, n, s: lines_and_wires(p, n, s),
+    "burned-in text": burned_text,
+    "laterality markers": markers,
+    "rulers": ruler,
+    "lines and ECG/device wires": lines_and_wires,
 }
 
 

@@ -15,7 +15,7 @@ from training.data.near_duplicates import Groups, close_pairs, difference_hash
 from training.data.scan import NO_PATIENT, DatasetLayoutError, Sample, scan_folder
 from training.data.split import Split, check_no_leakage, check_no_near_duplicates, split_by_group
 
-HASH_SIDE = 32  # the contract input the hash is taken from: small, cheap, enough for a 9 x 8 hash
+HASH_SIDE = 64  # the contract input the hash is taken from: small, cheap, enough for a 17 x 16 hash
 
 
 def run_class_names(config: TrainConfig) -> list[str]:
@@ -56,7 +56,9 @@ def _subsample(samples: list[Sample], limit: int | None, seed: int) -> list[Samp
     for label in sorted(by_label):
         members = by_label[label]
         count = max(1, round(limit * len(members) / len(samples)))
-        kept += [members[i] for i in sorted(rng.choice(len(members), size=min(count, len(members)), replace=False))]
+        kept += [
+            members[i] for i in sorted(rng.choice(len(members), size=min(count, len(members)), replace=False))
+        ]
     return kept
 
 
@@ -127,12 +129,20 @@ def split_sources(config: TrainConfig) -> tuple[list[str], Split, list[str]]:
         )
         label_map = f", labels {source.label_map}" if source.label_map else ""
         subsample = f", subsample of {source.max_films}" if source.max_films else ""
-        described.append(f"{source.name}: {source.data_dir} ({len(films)} films, {grouping}{label_map}{subsample})")
-    group_of = dict(zip((id(s) for s in samples), _groups(samples, config.near_duplicate_distance), strict=True))
+        described.append(
+            f"{source.name}: {source.data_dir} ({len(films)} films, {grouping}{label_map}{subsample})"
+        )
+    group_of = dict(
+        zip((id(s) for s in samples), _groups(samples, config.near_duplicate_distance), strict=True)
+    )
     split = split_by_group(
-        samples, lambda s: group_of[id(s)], config.val_fraction, config.test_fraction, config.seed, _stratum
+        samples,
+        lambda s: group_of[id(s)],
+        config.val_fraction,
+        config.test_fraction,
+        config.seed,
+        stratum_of=_stratum,
     )
     check_no_leakage(split)
     check_no_near_duplicates(split, config.near_duplicate_distance)
     return class_names, split, described
-

@@ -1,8 +1,8 @@
 """Stratified, seeded train/validation/test splits by group (patient, or identical content), a
 source's own split checked, and a leakage check over every pair of splits."""
 
-from collections import Counter, defaultdict
 import zlib
+from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -61,6 +61,7 @@ def split_by_group(
     val_fraction: float,
     test_fraction: float,
     seed: int,
+    *,
     stratum_of: Callable[[list[Sample]], Hashable] | None = None,
 ) -> Split:
     """Every sample of a group lands in one split; groups are drawn per label stratum.
