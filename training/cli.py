@@ -1,4 +1,4 @@
-"""``python -m training {train,run,export,evaluate,grid,ood-report,quantize,publish,activate}``:
+"""``python -m training {train,run,export,evaluate,grid,cross-source,ood-report,quantize,publish,activate}``:
 argument parsing only; the work is in the library."""
 
 import argparse
@@ -128,6 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     grid_parser.add_argument(
         "--rescore", action="store_true", help="evaluate finished cells again without retraining them"
     )
+    study_parser = commands.add_parser(
+        "cross-source", help="train recipes on some sources, score them on every source and under shift"
+    )
+    study_parser.add_argument("spec", type=Path, help="the study YAML (see training/cross_source_study.py)")
+    study_parser.add_argument("--out", type=Path, help="report folder (default: the YAML's folder)")
     evaluate_parser = commands.add_parser(
         "evaluate", help="full evaluation report of a run's checkpoint or of an exported model"
     )
@@ -143,6 +148,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate_parser.add_argument("--split", choices=["validation", "test"], default="validation")
     evaluate_parser.add_argument("--out", type=Path, required=True, help="report folder")
+    evaluate_parser.add_argument(
+        "--shift",
+        action="store_true",
+        help="the acquisition-shift benchmark (with --run, and --model to score the ONNX graph) instead",
+    )
+    evaluate_parser.add_argument(
+        "--shift-films", dest="shift_films", type=int, default=300, help="validation films drawn for --shift"
+    )
     run_parser = commands.add_parser("run", help="train, then export the result")
     _add_train_arguments(run_parser)
     _add_export_arguments(run_parser, False)
@@ -167,9 +180,31 @@ def _grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cross_source(args: argparse.Namespace) -> int:
+    from training.cross_source_study import run_study
+
+    outcomes = run_study(args.spec, args.out)
+    print(f"{len(outcomes)} cells; report in {args.out or args.spec.parent}")
+    return 0
+
+
+def _shift(args: argparse.Namespace) -> int:
+    from training.evaluation import EvaluationError
+    from training.shift_report import shift_report
+
+    try:
+        print(shift_report(args.run_dir, args.model, args.out, args.split, args.shift_films))
+    except EvaluationError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from training.evaluation import EvaluationError, evaluate_folder, evaluate_run
 
+    if args.shift:
+        return _shift(args)
     try:
         if args.data_dir is not None:
             if args.model is None or args.run_dir is not None:
@@ -216,6 +251,7 @@ def _train(args: argparse.Namespace) -> int:
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "ood-report": _ood_report,
     "grid": _grid,
+    "cross-source": _cross_source,
     "evaluate": _evaluate,
     "quantize": _quantize,
     "export": _export,
