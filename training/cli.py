@@ -63,6 +63,13 @@ def _add_export_arguments(parser: argparse.ArgumentParser, need_run: bool) -> No
     parser.add_argument(
         "--no-ood", dest="ood", action="store_false", help="leave out the out-of-distribution detector"
     )
+    parser.add_argument(
+        "--shift-films",
+        dest="shift_films",
+        type=int,
+        default=200,
+        help="validation films for the shift benchmark recorded in the card (0: none)",
+    )
 
 
 def _add_pointer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -231,7 +238,9 @@ def _quantize(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from training.export import export_run
 
-    print(export_run(args.run_dir, args.store, args.name, args.version, args.ood))
+    print(
+        export_run(args.run_dir, args.store, args.name, args.version, args.ood, shift_films=args.shift_films)
+    )
     return 0
 
 
@@ -244,7 +253,11 @@ def _train(args: argparse.Namespace) -> int:
         return 0  # under torchrun only rank 0 reports and exports
     _print_summary(result.summary, result.run_dir)
     if args.command == "run":
-        print(export_run(result.run_dir, args.store, args.name, args.version, args.ood))
+        print(
+            export_run(
+                result.run_dir, args.store, args.name, args.version, args.ood, shift_films=args.shift_films
+            )
+        )
     return 0
 
 

@@ -83,6 +83,9 @@ class TrainConfig(BaseModel):
     class_names: list[str] | None = Field(
         None, description=".npz label names in label order (default: MedMNIST's own, else class_<i>)"
     )
+    intended_population: str | None = Field(
+        None, description="who the model is for, in words: copied into the model card and /v1/models"
+    )
     backbone: str = "efficientnet_lite0"
     weights: str = Field("imagenet", description="imagenet | none | path to a state-dict file")
     weights_dir: Path | None = Field(

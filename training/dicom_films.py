@@ -37,7 +37,8 @@ class DicomFilm:
 
     @property
     def label(self) -> str:
-        return f"{self.modality} {self.photometric} {self.bits_stored}-bit {self.side}px {self.transfer_syntax.name}"
+        syntax = self.transfer_syntax.name
+        return f"{self.modality} {self.photometric} {self.bits_stored}-bit {self.side}px {syntax}"
 
 
 HOSPITAL_FILMS = (
@@ -52,7 +53,9 @@ HOSPITAL_FILMS = (
 def detector_plane(plane: npt.NDArray[np.floating], rows: int, seed: int = 0) -> npt.NDArray[np.float64]:
     """``plane`` in [0, 1] upscaled (bicubic) to ``rows`` x 5/6 ``rows``, with faint noise."""
     columns = rows * 5 // 6
-    image = Image.fromarray(np.asarray(plane, dtype=np.float32)).resize((columns, rows), Image.Resampling.BICUBIC)
+    image = Image.fromarray(np.asarray(plane, dtype=np.float32)).resize(
+        (columns, rows), Image.Resampling.BICUBIC
+    )
     large = np.asarray(image, dtype=np.float64)
     large += np.random.default_rng(seed).normal(0.0, 0.004, large.shape)
     return np.clip(large, 0.0, 1.0)
@@ -66,7 +69,9 @@ def hospital_dicom(plane: npt.NDArray[np.floating], film: DicomFilm, seed: int =
     stored = np.round((0.08 + 0.84 * large) * maximum).astype(np.uint16)
     if film.photometric == "MONOCHROME1":
         stored = (maximum - stored).astype(np.uint16)
-    sop_class = ComputedRadiographyImageStorage if film.modality == "CR" else DigitalXRayImageStorageForPresentation
+    sop_class = (
+        ComputedRadiographyImageStorage if film.modality == "CR" else DigitalXRayImageStorageForPresentation
+    )
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = generate_uid()

@@ -14,7 +14,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from service.contract import DecisionThreshold, ModelCard, OodDetector, PixelContract
+from service.contract import DecisionThreshold, ModelCard, OodDetector, PixelContract, ShiftBenchmark
 from service.contract.model_card import (
     CAM_OUTPUT,
     CARD_FILENAME,
@@ -24,18 +24,23 @@ from service.contract.model_card import (
     PROBABILITIES_OUTPUT,
 )
 from training import run_folder
+from training.augment import RandAcquisition
 from training.backbones import Classifier, create_model
-from training.config import TrainConfig
+from training.config import AugmentConfig, TrainConfig
 from training.data.dataset import FilmDataset
 from training.data.scan import Sample
 from training.gradcam_graph import ExportGraph
 from training.metrics import check_not_collapsed
 from training.ood import METHOD as OOD_METHOD
 from training.ood import VALIDATION_QUANTILE, OodStatistics, fit_ood_statistics, validation_threshold
+from training.shift_benchmark import choose_films, shift_benchmark
+from training.trainer import predict_probabilities
 
 log = logging.getLogger(__name__)
 
 OPSET = 18
+# The share of training and validation films that get an annotated, shifted copy for the OOD fit.
+ANNOTATED_SHARE = 0.25
 PARITY_TOLERANCE = 1e-4
 
 
@@ -114,11 +119,24 @@ def load_split(run_dir: Path, class_names: list[str], image_size: int) -> SplitD
     )
 
 
+def with_annotated(films: FilmDataset, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The films plus annotated (and mostly acquisition-shifted) copies of ``count`` of them: real films
+    carry burned-in text, markers, rulers and wires, and come from other detectors, so the gate must
+    know them as films. Uses the training augmentation's own transforms."""
+    if count <= 0 or len(films) == 0:
+        return films.inputs, films.labels
+    chosen = torch.from_numpy(np.random.default_rng(seed).permutation(len(films))[: min(count, len(films))])
+    config = AugmentConfig(acquisition=0.7, acquisition_ops=2, annotations=1.0)
+    copies = RandAcquisition(config, seed)(films.inputs[chosen])
+    return torch.cat([films.inputs, copies]), torch.cat([films.labels, films.labels[chosen]])
+
+
 def fit_ood(model: Classifier, data: SplitData, num_classes: int) -> tuple[OodStatistics, OodDetector]:
-    """Statistics from the training films; the threshold from the validation films."""
-    stats, val_scores = fit_ood_statistics(
-        model, data.train.inputs, data.train.labels, data.validation.inputs, num_classes
-    )
+    """Statistics from the training films, the threshold from the validation films; both sets hold
+    annotated and shifted copies of a share of their films (``ANNOTATED_SHARE``)."""
+    train_inputs, train_labels = with_annotated(data.train, round(ANNOTATED_SHARE * len(data.train)), 0)
+    val_inputs, _ = with_annotated(data.validation, round(ANNOTATED_SHARE * len(data.validation)), 1)
+    stats, val_scores = fit_ood_statistics(model, train_inputs, train_labels, val_inputs, num_classes)
     threshold = validation_threshold(val_scores)
     detector = OodDetector(
         method=OOD_METHOD,
@@ -186,13 +204,40 @@ def move_into_store(staging: Path, target: Path) -> None:
     staging.rename(target)
 
 
-def export_run(run_dir: Path, store: Path, name: str, version: str | None = None, ood: bool = True) -> Path:
+def _shift_benchmark(
+    model: Classifier, run_dir: Path, summary: run_folder.RunSummary, films: int
+) -> ShiftBenchmark | None:
+    """The acquisition-shift benchmark of the checkpoint on ``films`` validation films, for the card."""
+    threshold = summary.decision_threshold
+    names = summary.class_names
+    samples = [s for s in split_samples(run_dir, names)["validation"] if s.item is None]
+    if films <= 0 or threshold is None or not samples:
+        return None
+    return shift_benchmark(
+        lambda x: predict_probabilities(model, torch.from_numpy(x), temperature=summary.temperature),
+        choose_films(samples, films, seed=1),
+        size=summary.image_size,
+        positive_index=names.index(threshold.positive_class),
+        threshold=threshold.value,
+    )
+
+
+def export_run(
+    run_dir: Path,
+    store: Path,
+    name: str,
+    version: str | None = None,
+    ood: bool = True,
+    *,
+    shift_films: int = 0,
+) -> Path:
     """Export a finished run into the store and return the new version folder.
 
     ``ood=False`` leaves out the out-of-distribution detector (no ``ood_score`` output): only for
-    models whose validation split is too small to set its threshold.
+    models whose validation split is too small to set its threshold. ``shift_films`` > 0 runs the
+    shift benchmark on that many validation films and records it in the card.
     """
-    model, _, summary = load_trained_model(run_dir)
+    model, config, summary = load_trained_model(run_dir)
     check_not_collapsed(summary.validation_metrics, summary.class_names, f"run {run_dir.name}")
     version = version or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = store / name / version
@@ -207,6 +252,7 @@ def export_run(run_dir: Path, store: Path, name: str, version: str | None = None
             detector.threshold,
             100 * detector.validation_rejection_rate,
         )
+    shifted = _shift_benchmark(model, run_dir, summary, shift_films)
     # Build in a sibling temp folder and rename: the service never sees a half-written version.
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{version}-") as staging_name:
         staging = Path(staging_name)
@@ -232,6 +278,8 @@ def export_run(run_dir: Path, store: Path, name: str, version: str | None = None
             ood=detector,
             onnx_sha256=sha256_file(onnx_path),
             opset=OPSET,
+            intended_population=config.intended_population,
+            shift_benchmark=shifted,
         )
         (staging / CARD_FILENAME).write_text(card.model_dump_json(indent=2))
         shutil.copy2(run_dir / run_folder.CONFIG_FILE, staging / run_folder.EXPORTED_CONFIG_FILE)
