@@ -95,6 +95,17 @@ def _parser() -> argparse.ArgumentParser:
     report_parser.add_argument("--model", type=Path, required=True, help="models/<name>/<version>")
     report_parser.add_argument("--run", dest="run_dir", type=Path, required=True, help="its run folder")
     report_parser.add_argument("--out", type=Path, help="write the report as JSON here")
+    report_parser.add_argument(
+        "--extra-ood",
+        dest="extra_ood",
+        type=Path,
+        action="append",
+        default=[],
+        help="a folder of non-chest images that must be refused too (repeatable)",
+    )
+    report_parser.add_argument(
+        "--dicom-films", dest="dicom_films", type=int, default=5, help="hospital DICOMs to build (0-5)"
+    )
     quantize_parser = commands.add_parser(
         "quantize",
         help="publish an int8 (CPU) or fp16 (GPU) version of an exported model, measured on validation",
@@ -172,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
 def _ood_report(args: argparse.Namespace) -> int:
     from training.ood_report import format_report, ood_report, write_report
 
-    report = ood_report(args.model, args.run_dir)
+    report = ood_report(args.model, args.run_dir, args.extra_ood, dicom_films=args.dicom_films)
     print(format_report(report))
     if args.out is not None:
         write_report(report, args.out)

@@ -1,0 +1,102 @@
+"""Hospital DICOMs (CR/DX, MONOCHROME1, 12-16 bit, JPEG 2000 / JPEG-LS, 2-3k px) built in code from
+ordinary films pass the out-of-distribution gate: with the tiny session model always (the mechanics:
+decode, window, invert, downscale to the same model input), and with the released default model on
+adult films where the data and the model are present."""
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from service.contract import (
+    DecodedImage,
+    ModelCard,
+    SourceFormat,
+    decode_image,
+    load_model_input,
+    to_model_input,
+)
+from service.contract.model_card import CARD_FILENAME, ONNX_FILENAME
+from tests.factories import SHARED_DATA
+from training.dicom_films import HOSPITAL_FILMS, DicomFilm, hospital_dicom
+from training.export import load_split, load_trained_model
+
+REPO = Path(__file__).resolve().parents[2]
+ADULT = SHARED_DATA / "covid19-radiography224"
+
+
+def _gate(model_dir: Path) -> tuple[ort.InferenceSession, ModelCard]:
+    card = ModelCard.model_validate_json((model_dir / CARD_FILENAME).read_text())
+    assert card.ood is not None
+    return ort.InferenceSession(str(model_dir / ONNX_FILENAME), providers=["CPUExecutionProvider"]), card
+
+
+def _score(session: ort.InferenceSession, card: ModelCard, data: bytes) -> float:
+    contract = card.pixel_contract
+    tensor, _ = load_model_input(data, contract.height, contract.width)
+    return float(session.run(["ood_score"], {"image": tensor[np.newaxis]})[0][0])
+
+
+@pytest.mark.parametrize("film", HOSPITAL_FILMS, ids=lambda f: f.label.replace(" ", "-"))
+def test_hospital_dicoms_decode_to_the_films_model_input(film: DicomFilm) -> None:
+    rng = np.random.default_rng(0)
+    source = np.clip(np.linspace(0.1, 0.9, 64)[None, :] + 0.05 * rng.standard_normal((64, 64)), 0, 1)
+    small = DicomFilm(film.modality, film.photometric, film.bits_stored, 240, film.transfer_syntax)
+    data = hospital_dicom(source, small)
+    decoded = decode_image(data)
+    assert decoded.dicom is not None
+    assert decoded.dicom.photometric_interpretation == film.photometric
+    assert decoded.dicom.bits_stored == film.bits_stored
+    assert decoded.dicom.transfer_syntax_uid == str(film.transfer_syntax)
+    assert decoded.pixels.shape == (240, 200)
+    dicom_input, _ = load_model_input(data, 64, 64)
+    plain = to_model_input(DecodedImage(source.astype(np.float32), SourceFormat.PNG), 64, 64)
+    # MONOCHROME1 inverted back, window and rescale undone by the percentile stretch: the same input
+    assert float(np.abs(dicom_input - plain).mean()) < 0.03
+
+
+def test_hospital_dicoms_of_training_films_pass_the_tiny_models_gate(
+    tiny_ood_model_dir: Path, tiny_run_dir: Path
+) -> None:
+    session, card = _gate(tiny_ood_model_dir)
+    assert card.ood is not None
+    _, _, summary = load_trained_model(tiny_run_dir)
+    films = load_split(tiny_run_dir, summary.class_names, 64).train.samples[:4]
+    for index, sample in enumerate(films):
+        png = sample.path.read_bytes()
+        plane = decode_image(png).pixels / 255.0
+        film = HOSPITAL_FILMS[index % len(HOSPITAL_FILMS)]
+        data = hospital_dicom(
+            plane, DicomFilm(film.modality, film.photometric, film.bits_stored, 600, film.transfer_syntax)
+        )
+        png_score, dicom_score = _score(session, card, png), _score(session, card, data)
+        # the same film as a hospital DICOM scores like the PNG it came from
+        assert dicom_score == pytest.approx(png_score, rel=0.25, abs=0.1)
+        if png_score <= card.ood.threshold * 0.9:
+            assert dicom_score <= card.ood.threshold, film.label
+
+
+def _released_model() -> Path:
+    cards = sorted((REPO / "models" / "cxr-pneumonia").glob("*/model_card.json"))
+    if not cards:
+        pytest.skip("no released model under models/cxr-pneumonia/ in this checkout")
+    return cards[-1].parent
+
+
+def test_hospital_dicoms_of_adult_films_pass_the_released_models_gate() -> None:
+    if not ADULT.is_dir():
+        pytest.skip(f"adult films not found at {ADULT} (see ../shared/data/README.md)")
+    session, card = _gate(_released_model())
+    assert card.ood is not None
+    films = sorted((ADULT / "Normal").glob("*.jpeg"))[:2] + sorted((ADULT / "COVID").glob("*.jpeg"))[:1]
+    refused = []
+    for index, (path, film) in enumerate(
+        zip(films, (HOSPITAL_FILMS[0], HOSPITAL_FILMS[2], HOSPITAL_FILMS[4]), strict=True)
+    ):
+        plane = decode_image(path.read_bytes()).pixels / 255.0
+        data = hospital_dicom(plane, film, seed=index)
+        assert 2048 <= decode_image(data).height <= 3000
+        if _score(session, card, data) > card.ood.threshold:
+            refused.append(f"{path.name} as {film.label}")
+    assert not refused, refused
