@@ -128,7 +128,7 @@ EXPOSE 8000
 # (readiness) itself. /readyz is 200 once a validated model is loaded, 503 while draining.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as r; r.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('CXR_PORT', '8000'), timeout=4)"]
-# SIGTERM starts the drain (service/drain.py): /readyz turns 503 for CXR_DRAIN_SECONDS while requests
+# SIGTERM starts the drain (service/lifecycle/drain.py): /readyz turns 503 for CXR_DRAIN_SECONDS while requests
 # are still served, then the server stops. Exec form, so the signal reaches cxr-serve as PID 1.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["cxr-serve"]

@@ -10,8 +10,11 @@ LOCK := requirements.lock
 # Real Helm's library for tests/helm. It declares Python >= 3.12 but works on 3.11, so it is installed
 # here with --ignore-requires-python rather than declared in pyproject.toml.
 HELM_SDK := helm-sdkpy==0.1.32
+# Debian packages the tests drive: chromium for the review page's browser tests. Installed by
+# `make test` where apt-get works as root; elsewhere those tests skip and say why.
+SYSTEM_PACKAGES := chromium
 
-.PHONY: setup demo test lint typecheck unit audit lock lock-images clean
+.PHONY: setup demo test system-packages lint typecheck unit audit lock lock-images clean
 
 setup: $(VENV)/.installed
 
@@ -27,7 +30,10 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	VENV=$(VENV) bash scripts/demo.sh
 
-test: setup lint typecheck audit unit
+test: setup system-packages lint typecheck audit unit
+
+system-packages:
+	bash scripts/install_system_packages.sh $(SYSTEM_PACKAGES)
 
 lint:
 	$(BIN)/ruff check .

@@ -33,7 +33,7 @@ import onnxruntime as ort
 from bench.films import film_paths
 from service.contract import ModelCard, load_model_input
 from service.contract.model_card import CAM_OUTPUT, CARD_FILENAME, ONNX_FILENAME, PROBABILITIES_OUTPUT
-from service.runtime import CPU, ProviderSpec, execution_providers, session_options
+from service.inference.providers import CPU, ProviderSpec, execution_providers, session_options
 from service.settings import Settings
 
 Tensor = npt.NDArray[np.float32]
@@ -47,7 +47,8 @@ class Variant:
 
 
 def session(path: Path, threads: int, providers: list[ProviderSpec] | None = None) -> ort.InferenceSession:
-    """A session as the service makes it (``service.runtime.session_options``); threads 0 = its default."""
+    """A session as the service makes it (``service.inference.providers.session_options``);
+    threads 0 = its default."""
     options = session_options(Settings(intra_op_threads=threads))
     return ort.InferenceSession(str(path), options, providers=providers or [CPU])
 
@@ -117,7 +118,7 @@ def _torch_variants(run_dir: Path, films: Tensor, batches: list[int], threads: i
     import torch
     from pytorch_grad_cam import GradCAM
 
-    from training.export import load_trained_model
+    from training.fit.checkpoint import load_trained_model
 
     if threads:
         torch.set_num_threads(threads)

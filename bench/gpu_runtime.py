@@ -18,8 +18,9 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.ceiling import load_films
-from service.runtime import ModelRuntime, load_card
+from service.inference.runtime import ModelRuntime
 from service.settings import Settings
+from service.store.verify import load_card
 
 PATTERNS = {"fixed b32": [32], "b1..8 cycling": list(range(1, 9))}
 

@@ -92,7 +92,7 @@ def measure_ceiling(
     model_dir: Path, films: list[bytes], batches: tuple[int, ...], seconds: float
 ) -> dict[str, Any]:
     """session.run images/s of the full graph on preprocessed films, threads as the service sets them."""
-    from service.cpus import available_cpus
+    from service.inference.cpus import available_cpus
 
     card = ModelCard.model_validate_json((model_dir / CARD_FILENAME).read_text())
     batch = film_tensors(films, max(batches), card)
@@ -102,6 +102,8 @@ def measure_ceiling(
 
 
 def run_load(config: LoadConfig) -> dict[str, Any]:
+    """The whole benchmark in the order it runs (ceiling, every cell on both services, ceiling again):
+    long, but one sequence that a reader checks against the report it writes."""
     films = build_films(config)
     batches = tuple(sorted({1, 8, 32, *config.concurrencies}))
     started = datetime.now(UTC)

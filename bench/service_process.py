@@ -108,7 +108,7 @@ def running_service(model_dir: Path, extra_env: Mapping[str, str] | None = None)
             )
             try:
                 url = f"http://127.0.0.1:{port}"
-                _wait_ready(process, url, log_path)
+                wait_ready(process, url, log_path)
                 yield RunningService(url, process.pid, {"Authorization": f"Bearer {secret}"}, log_path)
             finally:
                 process.send_signal(signal.SIGTERM)
@@ -119,13 +119,19 @@ def running_service(model_dir: Path, extra_env: Mapping[str, str] | None = None)
                     process.wait()
 
 
-def _wait_ready(process: "subprocess.Popen[bytes]", url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + _START_TIMEOUT_S
+def wait_ready(
+    process: "subprocess.Popen[bytes]",
+    url: str,
+    log_path: Path | None = None,
+    timeout_s: float = _START_TIMEOUT_S,
+) -> None:
+    """Return once ``url``/readyz answers 200; raise if the process exits first (quoting the end of
+    ``log_path``, where given) or ``timeout_s`` passes. Used by the benchmarks and the tests."""
+    deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None:
-            raise RuntimeError(
-                f"python -m service exited with {process.returncode}:\n{log_path.read_text()[-4000:]}"
-            )
+            tail = f":\n{log_path.read_text()[-4000:]}" if log_path is not None else " before it was ready"
+            raise RuntimeError(f"python -m service exited with {process.returncode}{tail}")
         try:
             if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
                 return

@@ -38,8 +38,9 @@ from pydantic import ValidationError
 
 from bench.films import film_paths
 from bench.service_process import REPO_ROOT, RunningService, latency_percentiles, running_service
-from service.runtime import ModelLoadError, resolve_model_dir
 from service.settings import Settings
+from service.store.errors import ModelLoadError
+from service.store.resolve import resolve_model_dir
 
 DEFAULT_FILMS = REPO_ROOT.parent / "shared" / "data" / "kermany224" / "train"
 MIB = 1024 * 1024
@@ -205,7 +206,7 @@ def _slope_mb_per_s(samples: list[dict[str, float]]) -> float:
     return float(np.polyfit(t, np.asarray([s["rss_mb"] for s in samples]), 1)[0])
 
 
-def _report(
+def _report(  # one field per line of the report's JSON, in its order
     config: SoakConfig,
     *,
     model: dict[str, Any],

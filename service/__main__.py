@@ -7,12 +7,12 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
-from service.access import AccessConfigError
-from service.audit import AuditKeyError
-from service.dependencies import context_of
-from service.drain import DrainingServer
-from service.logs import setup_logging
+from service.lifecycle.drain import DrainingServer
+from service.lifecycle.state import context_of
 from service.main import create_app
+from service.observability.audit import AuditKeyError
+from service.observability.logs import setup_logging
+from service.security.access import AccessConfigError
 from service.settings import Settings, is_loopback, unknown_cxr_variables
 
 logger = logging.getLogger(__name__)

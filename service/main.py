@@ -13,19 +13,20 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from service import __version__
-from service.access import AccessGuard, AccessPolicy
-from service.admission import Admission
-from service.audit import UidHasher
-from service.cpus import available_cpus
-from service.dependencies import AppContext
-from service.errors import install_exception_handlers
-from service.metrics import Metrics
-from service.middleware import RequestObserver
-from service.reload import activate
-from service.routes import ALL_ROUTERS
-from service.runtime import ModelLoadError, ModelRuntime
+from service.api.error_handlers import install_exception_handlers
+from service.api.middleware import RequestObserver
+from service.api.routes import ALL_ROUTERS
+from service.inference.admission import Admission
+from service.inference.cpus import available_cpus
+from service.inference.runtime import ModelRuntime
+from service.lifecycle.reload import swap_runtime
+from service.lifecycle.state import AppContext
+from service.lifecycle.store_watch import start_watching, stop_watching
+from service.observability.audit import UidHasher
+from service.observability.metrics import Metrics
+from service.security.access import AccessGuard, AccessPolicy
 from service.settings import Settings
-from service.store_watch import start_watching, stop_watching
+from service.store.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         context.limiter = CapacityLimiter(decode_threads)
         context.admission = Admission(settings.max_concurrent_predictions, settings.max_queued, metrics)
         _log_access(access)
-        activate(context, runtime)
+        swap_runtime(context, runtime)
         logger.info(
             "ready",
             extra={

@@ -119,7 +119,7 @@ class Settings(BaseSettings):
         description="Worker threads decoding films and drawing overlays at once (CPU-bound, and a "
         "large film takes hundreds of MB while decoding); 0 = the CPUs this container may use.",
     )
-    # Performance: dynamic micro-batching (service/batching.py).
+    # Performance: dynamic micro-batching (service/inference/batching.py).
     max_batch_size: int = Field(
         8, ge=1, le=256, description="Most films per ONNX Runtime run; 1 = no batching."
     )
@@ -131,7 +131,7 @@ class Settings(BaseSettings):
         "runs with the films already queued: no added latency when idle, and under load films queue "
         "while a batch runs, so the next one is fuller.",
     )
-    # Access control, limits and audit (README "Access control, limits and audit").
+    # Access control, limits and audit (docs/security.md).
     max_queued: int = Field(
         64,
         ge=0,

@@ -35,7 +35,7 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from training.config import TrainConfig
-    from training.engine import train
+    from training.fit.engine import train
 
     config = TrainConfig(
         data_dir=tiny_dataset,
@@ -63,14 +63,14 @@ def tiny_model_dir(tiny_run_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     Without the OOD detector: its threshold, set on 8 validation films, would refuse the service
     tests' synthetic films; ``tiny_ood_model_dir`` is the same run with the detector.
     """
-    from training.export import export_run
+    from training.export.exporter import export_run
 
     return export_run(tiny_run_dir, tmp_path_factory.mktemp("store"), "cxr-pneumonia", "1", ood=False)
 
 
 @pytest.fixture(scope="session")
 def tiny_ood_model_dir(tiny_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.export import export_run
+    from training.export.exporter import export_run
 
     return export_run(tiny_run_dir, tmp_path_factory.mktemp("store-ood"), "cxr-pneumonia", "1")
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from training.config import TrainConfig
-from training.metrics import format_metric
-from training.run_folder import RunSummary
+from training.fit.run_folder import RunSummary
+from training.stats.metrics import format_metric
 
 EXIT_USAGE = 2
 EXIT_COLLAPSED = 3
@@ -85,6 +85,8 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """Every subcommand and flag, declared flat as argparse wants them: long, but it reads as the
+    CLI's help text, and splitting it would scatter that."""
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train_arguments(commands.add_parser("train", help="train and write a run folder"))
@@ -140,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     grid_parser = commands.add_parser(
         "grid", help="run a study grid from a YAML (resumable) and write its comparison report"
     )
-    grid_parser.add_argument("spec", type=Path, help="the grid YAML (see training/grid.py)")
+    grid_parser.add_argument("spec", type=Path, help="the grid YAML (see training/study/grid.py)")
     grid_parser.add_argument("--out", type=Path, help="report folder (default: the YAML's folder)")
     grid_parser.add_argument("--fresh", action="store_true", help="discard finished cells and start over")
     grid_parser.add_argument(
@@ -149,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     study_parser = commands.add_parser(
         "cross-source", help="train recipes on some sources, score them on every source and under shift"
     )
-    study_parser.add_argument("spec", type=Path, help="the study YAML (see training/cross_source_study.py)")
+    study_parser.add_argument("spec", type=Path, help="the study YAML (see training/study/cross_source.py)")
     study_parser.add_argument("--out", type=Path, help="report folder (default: the YAML's folder)")
     evaluate_parser = commands.add_parser(
         "evaluate", help="full evaluation report of a run's checkpoint or of an exported model"
@@ -174,6 +176,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate_parser.add_argument(
         "--shift-films", dest="shift_films", type=int, default=300, help="validation films drawn for --shift"
     )
+    finish_parser = commands.add_parser(
+        "finish", help="conclude a stopped run from its best checkpoint (calibration, threshold, summary)"
+    )
+    finish_parser.add_argument(
+        "--run", dest="run_dir", type=Path, required=True, help="the stopped run folder"
+    )
     run_parser = commands.add_parser("run", help="train, then export the result")
     _add_train_arguments(run_parser)
     _add_export_arguments(run_parser, False)
@@ -181,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _ood_report(args: argparse.Namespace) -> int:
-    from training.ood_report import format_report, ood_report, write_report
+    from training.ood.report import format_report, ood_report, write_report
 
     report = ood_report(args.model, args.run_dir, args.extra_ood, dicom_films=args.dicom_films)
     print(format_report(report))
@@ -191,7 +199,7 @@ def _ood_report(args: argparse.Namespace) -> int:
 
 
 def _grid(args: argparse.Namespace) -> int:
-    from training.grid import run_grid
+    from training.study.grid import run_grid
 
     results = run_grid(args.spec, args.out, args.fresh, args.rescore)
     print(f"{len(results)} cells; report in {args.out or args.spec.parent}")
@@ -199,7 +207,7 @@ def _grid(args: argparse.Namespace) -> int:
 
 
 def _cross_source(args: argparse.Namespace) -> int:
-    from training.cross_source_study import run_study
+    from training.study.cross_source import run_study
 
     outcomes = run_study(args.spec, args.out)
     print(f"{len(outcomes)} cells; report in {args.out or args.spec.parent}")
@@ -208,7 +216,7 @@ def _cross_source(args: argparse.Namespace) -> int:
 
 def _shift(args: argparse.Namespace) -> int:
     from training.evaluation import EvaluationError
-    from training.shift_report import shift_report
+    from training.evaluation.shift_report import shift_report
 
     try:
         print(shift_report(args.run_dir, args.model, args.out, args.split, args.shift_films))
@@ -240,34 +248,42 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from training.quantize import quantize_model
+    from training.export.quantize import quantize_model
 
     print(quantize_model(args.model, args.run_dir, args.version, args.precision))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from training.export import export_run
+    from training.evaluation.shift_report import checkpoint_benchmark
+    from training.export.exporter import export_run
 
-    print(
-        export_run(args.run_dir, args.store, args.name, args.version, args.ood, shift_films=args.shift_films)
-    )
+    shift = checkpoint_benchmark(args.run_dir, args.shift_films)
+    print(export_run(args.run_dir, args.store, args.name, args.version, args.ood, shift_benchmark=shift))
+    return 0
+
+
+def _finish(args: argparse.Namespace) -> int:
+    from training.fit.engine import finish
+
+    result = finish(args.run_dir)
+    _print_summary(result.summary, result.run_dir)
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.engine import train
-    from training.export import export_run
+    from training.evaluation.shift_report import checkpoint_benchmark
+    from training.export.exporter import export_run
+    from training.fit.engine import train
 
     result = train(_config(args))
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun only rank 0 reports and exports
     _print_summary(result.summary, result.run_dir)
     if args.command == "run":
+        shift = checkpoint_benchmark(result.run_dir, args.shift_films)
         print(
-            export_run(
-                result.run_dir, args.store, args.name, args.version, args.ood, shift_films=args.shift_films
-            )
+            export_run(result.run_dir, args.store, args.name, args.version, args.ood, shift_benchmark=shift)
         )
     return 0
 
@@ -280,6 +296,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "quantize": _quantize,
     "export": _export,
     "train": _train,
+    "finish": _finish,
     "run": _train,
 }
 
@@ -292,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("publish", "activate"):
         return _move_pointer(args)  # before any torch import: it needs no torch
 
-    from training.metrics import CollapsedModelError
+    from training.stats.metrics import CollapsedModelError
 
     try:
         return _COMMANDS[args.command](args)
@@ -302,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _move_pointer(args: argparse.Namespace) -> int:
-    from training.publish import PublishError, activate, format_decision, publish
+    from training.release.publish import PublishError, activate_version, format_decision, publish
 
     try:
         if args.command == "publish":
@@ -315,7 +332,7 @@ def _move_pointer(args: argparse.Namespace) -> int:
                 tolerance=args.tolerance,
             )
         else:
-            decision = activate(args.store, args.name, args.version)
+            decision = activate_version(args.store, args.name, args.version)
     except PublishError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return EXIT_USAGE

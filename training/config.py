@@ -6,10 +6,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from training.data.scan import KERMANY_PATIENT_PATTERN
+# Kermany names: personNNN_bacteria_MMM / personNNN_virus_MMM (pneumonia), IM-NNNN-MMMM and
+# NORMAL2-IM-NNNN-MMMM (normal). IM-0115 and NORMAL2-IM-0115 are deliberately the same key: merging
+# two patients can only make the split stricter, splitting one patient would leak.
+KERMANY_PATIENT_PATTERN = r"^(?:NORMAL2-)?(?P<patient>IM-\d+|person\d+)"
 
 if TYPE_CHECKING:
-    from training.weights import WeightsRequest
+    from training.backbones.weights import WeightsRequest
 
 
 class AugmentConfig(BaseModel):
@@ -25,7 +28,10 @@ class AugmentConfig(BaseModel):
     contrast: float = Field(0.15, ge=0, le=0.9)
     horizontal_flip: bool = Field(False, description="off for chest films: laterality carries meaning")
     acquisition: float = Field(
-        0.0, ge=0, le=1, description="per-film probability of random acquisition shifts (training.shifts)"
+        0.0,
+        ge=0,
+        le=1,
+        description="per-film probability of acquisition shifts (training.data.shifts)",
     )
     acquisition_ops: int = Field(2, ge=1, le=6, description="shifts drawn per shifted film")
     annotations: float = Field(
@@ -170,7 +176,7 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _image_fits_backbone(self) -> "TrainConfig":
         # Fail at config time, not deep inside a convolution: some backbones need a larger film.
-        from training.backbones import MIN_IMAGE_SIZE  # imports torch; only when validating
+        from training.backbones.factory import MIN_IMAGE_SIZE  # imports torch; only when validating
 
         minimum = MIN_IMAGE_SIZE.get(self.backbone, 0)
         if self.image_size < minimum:
@@ -190,7 +196,7 @@ class TrainConfig(BaseModel):
         return cls.model_validate(values)
 
     def weights_request(self) -> "WeightsRequest":
-        from training.weights import WeightsRequest  # imports torch; only when a model is built
+        from training.backbones.weights import WeightsRequest  # imports torch; only when a model is built
 
         return WeightsRequest(self.weights, self.weights_dir, self.allow_download)
 

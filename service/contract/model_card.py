@@ -159,3 +159,8 @@ class ModelCard(_Strict):
     quantisation: Quantisation | None = Field(None, description="None = the float graph as exported")
     intended_population: str | None = Field(None, description="who the model is for, and its sources")
     shift_benchmark: ShiftBenchmark | None = Field(None, description="None = not measured at export")
+
+
+def binary_threshold(card: ModelCard) -> DecisionThreshold | None:
+    """The card's decision threshold where one applies: binary models only; the others decide by argmax."""
+    return card.decision_threshold if len(card.class_names) == 2 else None

@@ -292,9 +292,9 @@ def test_serve_image_is_reachable_probed_and_drains(
     assert "CXR_MODEL_STORE=/models" in env
     port = re.search(r"CXR_PORT=(\d+)", env)
     assert port and serve.last("EXPOSE").arguments == port.group(1)
-    assert serve.last("STOPSIGNAL").arguments == "SIGTERM"  # service/drain.py drains on it
+    assert serve.last("STOPSIGNAL").arguments == "SIGTERM"  # service/lifecycle/drain.py drains on it
     health = serve.last("HEALTHCHECK").arguments
-    routes = (REPO_ROOT / "service" / "routes" / "health.py").read_text(encoding="utf-8")
+    routes = (REPO_ROOT / "service" / "api" / "routes" / "health.py").read_text(encoding="utf-8")
     probed = re.findall(r"/(readyz|healthz)\b", health)
     assert probed and all(f'"/{path}"' in routes for path in probed), health
     entrypoint = exec_form(serve.last("ENTRYPOINT").arguments)

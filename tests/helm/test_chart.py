@@ -208,7 +208,7 @@ def test_service_monitor_scrapes_the_service_port(releases: dict[str, Release], 
 
 
 def test_the_probed_paths_are_routes_of_the_service() -> None:
-    from service.routes.health import router
+    from service.api.routes.health import router
 
     assert {"/healthz", "/readyz"} <= {getattr(route, "path", None) for route in router.routes}
 
@@ -363,7 +363,7 @@ def test_api_key_secret_is_mounted_where_the_setting_points(
 
 
 def test_a_created_key_file_is_read_by_the_service(releases: dict[str, Release]) -> None:
-    from service.api_keys import parse_key_file
+    from service.security.api_keys import parse_key_file
 
     secret = releases["cpu-values"].one("Secret")
     text = base64.b64decode(secret["data"]["api_keys"]).decode("ascii")
@@ -652,8 +652,8 @@ def test_the_training_cli_accepts_the_jobs_arguments(
     """The real `python -m training` parser takes both invocations the Job makes (nothing is trained:
     the train and publish steps are replaced once the arguments are parsed and validated)."""
     import training.cli
-    import training.engine
-    import training.publish
+    import training.fit.engine
+    import training.release.publish
 
     (container,) = pod_spec(releases["retrain-values"].one("Job"))["containers"]
     _, (run, publish) = _run_retrain_script(container, tmp_path)
@@ -671,8 +671,8 @@ def test_the_training_cli_accepts_the_jobs_arguments(
         seen["publish"] = (store, name, version, options)
         raise StopAfterParsingError
 
-    monkeypatch.setattr(training.engine, "train", fake_train)
-    monkeypatch.setattr(training.publish, "publish", fake_publish)
+    monkeypatch.setattr(training.fit.engine, "train", fake_train)
+    monkeypatch.setattr(training.release.publish, "publish", fake_publish)
     for argv in (run, publish):
         with pytest.raises(StopAfterParsingError):
             training.cli.main(argv[2:])  # without "-m training"

@@ -7,11 +7,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.active_version import write_active
 from service.contract import ModelCard
 from service.contract.model_card import CARD_FILENAME
 from service.main import create_app
 from service.settings import Settings
+from service.store.active_version import write_active
 from tests.service.live import (
     AUTH_HEADERS,
     TEST_API_KEY,

@@ -20,6 +20,10 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from bench.service_process import wait_ready
+from service.main import create_app
+from service.settings import Settings
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The shared live server's limits: small enough that the over-limit tests send little data, large
 # enough for every test film; the overlay cap is below the test films' size so resizing is exercised.
@@ -93,6 +97,32 @@ def service_env(**cxr: str) -> dict[str, str]:
     return env
 
 
+def live_client(model_dir: Path, keys: Path, **settings: object) -> Iterator[httpx.Client]:
+    """A real server on loopback for ``model_dir`` (CPU) and a client that sends the test key; for
+    module fixtures that ``yield from`` it with the settings under test."""
+    app = create_app(
+        Settings(model_dir=model_dir, execution_provider="cpu", api_keys_file=keys, **settings)  # type: ignore[arg-type]
+    )
+    with (
+        ThreadedServer(app) as server,
+        httpx.Client(base_url=server.url, timeout=30.0, headers=AUTH_HEADERS) as client,
+    ):
+        yield client
+
+
+def run_python(*args: str, env: Mapping[str, str], timeout: float = 60) -> "subprocess.CompletedProcess[str]":
+    """``python ARGS`` in the repository, to its end (e.g. ``-m service`` refusing to start)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO_ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @contextmanager
 def service_process(env: Mapping[str, str], log: IO[bytes]) -> Iterator[str]:
     """Run ``python -m service`` until the block ends; yields its base URL once /readyz is 200."""
@@ -101,18 +131,7 @@ def service_process(env: Mapping[str, str], log: IO[bytes]) -> Iterator[str]:
         [sys.executable, "-m", "service"], cwd=REPO_ROOT, env=dict(env), stdout=log, stderr=subprocess.STDOUT
     )
     try:
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"python -m service exited with {process.returncode} before it was ready")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("python -m service did not become ready")
-            time.sleep(0.1)
+        wait_ready(process, url, timeout_s=_START_TIMEOUT_S)
         yield url
     finally:
         process.terminate()

@@ -1,11 +1,9 @@
 """The service must import, start and predict without torch (the serving image has none)."""
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.service.live import REPO_ROOT, service_env
+from tests.service.live import REPO_ROOT, run_python, service_env
 
 # Training-only packages: none may be imported anywhere under service/.
 FORBIDDEN_TOP_LEVEL = {
@@ -42,15 +40,7 @@ print("served without torch")
 
 
 def test_service_runs_with_torch_unimportable(tiny_model_dir: Path, api_keys_file: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tiny_model_dir), str(api_keys_file)],
-        cwd=REPO_ROOT,
-        env=service_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_python("-c", SCRIPT, str(tiny_model_dir), str(api_keys_file), env=service_env(), timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "served without torch" in result.stdout
 

@@ -1,15 +1,13 @@
 """Settings come from CXR_* variables and refuse bad values before anything starts."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from service.settings import Settings, is_loopback, unknown_cxr_variables
-from tests.service.live import REPO_ROOT, service_env
+from tests.service.live import run_python, service_env
 
 
 @pytest.fixture(autouse=True)
@@ -130,15 +128,7 @@ def test_unknown_keyword_is_an_error() -> None:
 
 
 def test_the_command_exits_with_a_clear_message_on_bad_settings() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "service"],
-        cwd=REPO_ROOT,
-        env=service_env(port="not-a-port"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python("-m", "service", env=service_env(port="not-a-port"))
     assert result.returncode == 2
     assert "invalid CXR_* configuration" in result.stderr
     assert "port" in result.stderr
@@ -150,15 +140,7 @@ def test_the_command_refuses_to_start_without_usable_api_keys(tmp_path: Path, ke
     if key_file == "broken":
         (tmp_path / "keys").write_text("pacs:a-secret-that-is-long-enough\nris-key-without-a-secret\n")
         env["CXR_API_KEYS_FILE"] = str(tmp_path / "keys")
-    result = subprocess.run(
-        [sys.executable, "-m", "service"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python("-m", "service", env=env)
     assert result.returncode == 2, result.stderr
     assert "refusing to start" in result.stderr and "CXR_API_KEYS_FILE" in result.stderr
     if key_file == "broken":

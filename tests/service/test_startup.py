@@ -2,8 +2,6 @@
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,7 @@ import pytest
 from service.contract.model_card import CARD_FILENAME, ONNX_FILENAME
 from service.main import create_app
 from service.settings import Settings
-from tests.service.live import AUTH_HEADERS, REPO_ROOT, ThreadedServer, free_port, service_env
+from tests.service.live import AUTH_HEADERS, ThreadedServer, free_port, run_python, service_env
 
 
 def _tamper(model_dir: Path) -> None:
@@ -23,14 +21,10 @@ def _tamper(model_dir: Path) -> None:
 
 def test_tampered_model_stops_the_command_with_a_clear_message(model_copy: Path, api_keys_file: Path) -> None:
     _tamper(model_copy)
-    result = subprocess.run(
-        [sys.executable, "-m", "service"],
-        cwd=REPO_ROOT,
+    result = run_python(
+        "-m",
+        "service",
         env=service_env(model_dir=str(model_copy), port=str(free_port()), api_keys_file=str(api_keys_file)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     assert result.returncode == 3, result.stderr
     critical = [json.loads(line) for line in result.stderr.splitlines() if '"level": "critical"' in line]

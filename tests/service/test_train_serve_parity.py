@@ -10,12 +10,12 @@ import pytest
 import torch
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
-from service.runtime import ModelRuntime
+from service.inference.runtime import ModelRuntime
 from service.settings import Settings
 from tests.factories import chest_like, dicom_bytes, dicom_dataset, jpeg_bytes, png_bytes
 from training.data.dataset import FilmDataset
 from training.data.scan import scan_folder
-from training.export import load_trained_model
+from training.fit.checkpoint import load_trained_model
 
 PROBABILITY_TOLERANCE = 1e-4
 

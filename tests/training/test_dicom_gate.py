@@ -19,7 +19,7 @@ from service.contract import (
 )
 from service.contract.model_card import CARD_FILENAME, ONNX_FILENAME
 from tests.factories import SHARED_DATA
-from training.dicom_films import HOSPITAL_FILMS, DicomFilm, hospital_dicom
+from training.data.dicom_films import HOSPITAL_FILMS, DicomFilm, hospital_dicom
 from training.export import load_split, load_trained_model
 
 REPO = Path(__file__).resolve().parents[2]

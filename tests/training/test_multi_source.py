@@ -15,14 +15,14 @@ from PIL import Image
 from pydantic import ValidationError
 
 from tests.factories import png_bytes
-from training import run_folder
-from training.calibration import operating_threshold, worst_source_threshold
 from training.config import SourceConfig, TrainConfig
 from training.data.near_duplicates import close_pairs, difference_hash, hamming
 from training.data.scan import DatasetLayoutError
 from training.data.sources import prepare_split
 from training.data.split import LeakageError, Split, check_no_near_duplicates
-from training.metrics import per_source_metrics
+from training.fit import run_folder
+from training.stats.calibration import operating_threshold, worst_source_threshold
+from training.stats.metrics import per_source_metrics
 
 PATIENT = r"(?P<patient>p\d+)"
 LABEL_MAP = {"COVID": "PNEUMONIA", "Normal": "NORMAL"}

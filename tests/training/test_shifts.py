@@ -1,4 +1,4 @@
-"""Acquisition shifts and annotations (``training.shifts``): severity 0 is the identity, every shift
+"""Acquisition shifts and annotations (``training.data.shifts``): severity 0 is the identity, every shift
 really changes the pixels, and the augmentation that draws them stays in the contract's range."""
 
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from tests.factories import chest_like
-from training import shifts
-from training.augment import ACQUISITION_RANGES, RandAcquisition
 from training.config import AugmentConfig
+from training.data import shifts
+from training.data.augment import ACQUISITION_RANGES, RandAcquisition
 
 
 def _film() -> shifts.Plane:
@@ -76,7 +76,7 @@ def test_rand_acquisition_is_off_by_default_and_seeded_when_on() -> None:
 
 @pytest.mark.parametrize("name", sorted(ACQUISITION_RANGES))
 def test_each_augmentation_shift_is_identity_at_zero_strength(name: str) -> None:
-    from training.augment import _acquire
+    from training.data.augment import _acquire
 
     film = _film()
     # zero strength = the range's start: the identity up to JPEG's own loss at quality 95

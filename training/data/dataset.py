@@ -13,7 +13,7 @@ from training.data.scan import Sample
 class FilmDataset(Dataset[tuple[torch.Tensor, int]]):
     """Preprocessed films held in memory (5,216 Kermany films at 224 px are ~1 GB of float32),
     because decoding each epoch would cost more than training on two cores.
-    Augmentation is applied per batch by ``training.augment``, never here.
+    Augmentation is applied per batch by ``training.data.augment``, never here.
     """
 
     def __init__(self, samples: Sequence[Sample], height: int, width: int) -> None:

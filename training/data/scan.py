@@ -11,12 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.config import KERMANY_PATIENT_PATTERN
+
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom"})
 IMAGES_SUBFOLDER = "images"
-# Kermany names: personNNN_bacteria_MMM / personNNN_virus_MMM (pneumonia), IM-NNNN-MMMM and
-# NORMAL2-IM-NNNN-MMMM (normal). IM-0115 and NORMAL2-IM-0115 are deliberately the same key: merging
-# two patients can only make the split stricter, splitting one patient would leak.
-KERMANY_PATIENT_PATTERN = r"^(?:NORMAL2-)?(?P<patient>IM-\d+|person\d+)"
 # The patient of a film whose source carries no patient id (an .npz row, a split by image).
 NO_PATIENT = ""
 

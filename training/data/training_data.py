@@ -12,7 +12,7 @@ from training.data.dataset import FilmDataset
 from training.data.scan import NO_PATIENT, Sample
 from training.data.sources import prepare_split
 from training.data.split import Split
-from training.metrics import Metrics, majority_baseline
+from training.stats.metrics import MetricValues, majority_baseline
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class TrainingData:
     train_set: FilmDataset
     val_set: FilmDataset
     test_set: FilmDataset | None
-    baseline: Metrics
+    baseline: MetricValues
     split: Split  # written into every run folder
 
 

@@ -8,22 +8,22 @@ the prevalence itself (which the accuracy of a fixed split does not have either)
 
 import numpy as np
 
-from training.evaluation.results import BootstrapSettings, ConfidenceInterval, Metrics
+from training.evaluation.results import BootstrapSettings, ConfidenceInterval
 from training.evaluation.scores import class_counts, confusion_matrix, macro_averages
-from training.metrics import FloatArray, IntArray, auc
+from training.stats.metrics import FloatArray, IntArray, MetricValues, auc
 
 DEFAULT_RESAMPLES = 1000
 
 
 def interval_metrics(
     labels: IntArray, probabilities: FloatArray, predicted: IntArray, positive_index: int | None
-) -> Metrics:
+) -> MetricValues:
     """The metrics that get an interval, computed the same way as their point estimates in
     ``scores.score`` (the tests hold the two to each other) but without its per-call overheads."""
     num_classes = probabilities.shape[1]
     confusion = confusion_matrix(labels, predicted, num_classes)
     macro = macro_averages(confusion)
-    metrics: Metrics = {
+    metrics: MetricValues = {
         "accuracy": float(np.mean(predicted == labels)),
         "balanced_accuracy": macro["macro_recall"],
         "auc": auc(labels, probabilities),

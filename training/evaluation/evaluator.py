@@ -9,17 +9,25 @@ from pathlib import Path
 import numpy as np
 
 from service.contract import SourceMetrics
-from training import run_folder
+from service.contract.model_card import binary_threshold
 from training.data.dataset import FilmDataset
 from training.evaluation.bootstrap import DEFAULT_RESAMPLES, bootstrap_intervals
+from training.evaluation.films import EvaluationFilmsError, films_from_folder
 from training.evaluation.gallery import PER_KIND, choose_gallery, gallery_films
 from training.evaluation.predictors import DEFAULT_BATCH_SIZE, Films, OnnxPredictor, Predictor, TorchPredictor
 from training.evaluation.report import write_report
 from training.evaluation.results import BootstrapSettings, EvaluationReport, ModelIdentity, Timing
 from training.evaluation.scores import score
-from training.evaluation_films import EvaluationFilmsError, films_from_folder
-from training.export import load_trained_model, split_samples
-from training.metrics import IntArray, decision_rule, per_source_metrics, predict_labels
+from training.fit import run_folder
+from training.fit.checkpoint import load_trained_model, split_samples
+from training.stats.metrics import (
+    IntArray,
+    card_train_labels,
+    class_prior,
+    decision_rule,
+    per_source_metrics,
+    predict_labels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +58,9 @@ def evaluate(
     """Run ``predictor`` on ``films`` [N, 1, H, W] and measure it against ``labels`` [N].
 
     ``threshold`` applies to p(``positive_index``) of a binary model (None = argmax, as in
-    ``training.metrics.predict_labels``). ``train_labels`` set the majority-class baseline.
+    ``training.stats.metrics.predict_labels``). ``train_labels`` set the majority-class baseline.
+    Long because the report is assembled field by field here; the work is in ``score``,
+    ``bootstrap_intervals`` and the gallery.
     """
     names = list(class_names)
     labels = np.asarray(labels, dtype=np.int64)
@@ -65,8 +75,8 @@ def evaluate(
         raise EvaluationError(f"the model gave probabilities {probabilities.shape} for {len(names)} classes")
     scores = score(labels, probabilities, names, positive_index, threshold)
     predicted = predict_labels(probabilities, positive_index, threshold)
-    prior = np.bincount(train_labels, minlength=len(names)) / len(train_labels)
-    # Same constant prediction as ``training.metrics.majority_baseline``, scored in full.
+    prior = class_prior(train_labels, len(names))
+    # Same constant prediction as ``training.stats.metrics.majority_baseline``, scored in full.
     baseline = score(labels, np.tile(prior, (len(labels), 1)), names, positive_index, threshold=None)
     settings = BootstrapSettings(resamples=bootstrap, seed=seed)
     cases = choose_gallery(labels, predicted, probabilities, names, gallery_per_kind)
@@ -229,11 +239,10 @@ def evaluate_folder(
         inputs = films.inputs(contract.height, contract.width)
     except EvaluationFilmsError as exc:
         raise EvaluationError(str(exc)) from None
-    train = card.training_data.splits.get("train")
-    if train is None:
+    train_labels = card_train_labels(card)
+    if train_labels is None:
         raise EvaluationError(f"{model_dir}: the model card records no training split to set the baseline")
-    train_labels = np.repeat(np.arange(len(names)), [train.per_class.get(name, 0) for name in names])
-    positive_index, value = decision_rule(card.decision_threshold, names)
+    positive_index, value = decision_rule(binary_threshold(card), names)
     report = evaluate(
         predictor,
         inputs,
@@ -241,7 +250,7 @@ def evaluate_folder(
         names,
         positive_index=positive_index,
         threshold=value,
-        train_labels=train_labels.astype(np.int64),
+        train_labels=train_labels,
         split=f"external ({data_dir.resolve()})",
         batch_size=batch_size,
         bootstrap=bootstrap,

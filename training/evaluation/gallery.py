@@ -12,9 +12,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
-from service.overlay import blend_overlay, overlay_background
+from service.outputs.overlay import blend_overlay, overlay_background
 from training.evaluation.results import GalleryCase, GalleryFilms
-from training.metrics import FloatArray, IntArray
+from training.stats.metrics import FloatArray, IntArray
 
 PER_KIND = 4
 

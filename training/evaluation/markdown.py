@@ -4,7 +4,7 @@ without what predicting the training split's most frequent class would have scor
 from collections.abc import Sequence
 
 from training.evaluation.results import ClassScores, EvaluationReport, Scores
-from training.metrics import format_metric
+from training.stats.metrics import format_metric
 
 ROC_PNG = "roc.png"
 CONFUSION_PNG = "confusion_matrix.png"

@@ -17,7 +17,7 @@ import torch
 
 from service.contract import ModelCard
 from service.contract.model_card import CAM_OUTPUT, CARD_FILENAME, ONNX_FILENAME, PROBABILITIES_OUTPUT
-from training.backbones import Classifier
+from training.backbones.factory import Classifier
 from training.evaluation.complexity import (
     FLOPS_METHOD,
     forward_flops,
@@ -25,7 +25,7 @@ from training.evaluation.complexity import (
     torch_parameter_count,
 )
 from training.evaluation.results import Complexity, ModelIdentity
-from training.gradcam_graph import ExportGraph
+from training.export.gradcam_graph import ExportGraph
 
 Films = npt.NDArray[np.float32]
 """``[N, 1, H, W]`` model inputs in [0, 1], as ``service.contract.load_model_input`` makes them."""

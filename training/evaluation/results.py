@@ -12,9 +12,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from service.contract import SourceMetrics
-
-Metrics = dict[str, float | None]
-"""Metric name -> value; None where the metric is undefined (as in ``training.metrics``)."""
+from training.stats.metrics import MetricValues
 
 
 class _Record(BaseModel):
@@ -77,7 +75,7 @@ class RocCurve(_Record):
 class Scores(_Record):
     """Everything measured from one set of predicted probabilities on the evaluated films."""
 
-    metrics: Metrics
+    metrics: MetricValues
     per_class: list[ClassScores]
     confusion_matrix: list[list[int]] = Field(description="rows = true class, columns = predicted class")
     reliability: list[Reliability]

@@ -1,6 +1,6 @@
 """Every number an evaluation reports for one set of predicted probabilities.
 
-The headline metrics come from ``training.metrics.classification_metrics``, so the report's accuracy,
+The headline metrics come from ``training.stats.metrics.classification_metrics``, so the report's accuracy,
 AUC and operating-point figures are, by construction, the ones training and the model card quote.
 Per-class scores, macro averages, calibration and ROC curves are added here.
 """
@@ -11,16 +11,16 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from training.calibration import ECE_BINS, binned_calibration_error, calibration_bins
-from training.evaluation.results import (
-    ClassScores,
-    Metrics,
-    Reliability,
-    ReliabilityBin,
-    RocCurve,
-    Scores,
+from training.evaluation.results import ClassScores, Reliability, ReliabilityBin, RocCurve, Scores
+from training.stats.calibration import ECE_BINS, binned_calibration_error, calibration_bins
+from training.stats.metrics import (
+    FloatArray,
+    IntArray,
+    MetricValues,
+    classification_metrics,
+    predict_labels,
+    ratio,
 )
-from training.metrics import FloatArray, IntArray, classification_metrics, predict_labels, ratio
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -80,7 +80,7 @@ def per_class_scores(
     return rows
 
 
-def macro_averages(confusion: IntArray) -> Metrics:
+def macro_averages(confusion: IntArray) -> MetricValues:
     """Unweighted means over the classes present among the true labels.
 
     A class never predicted has no precision; it counts as 0 (scikit-learn's ``zero_division=0``), so
@@ -110,7 +110,7 @@ def reliability(
     """Equal-width bins (lower, upper] of ``predicted`` over [0, 1]; ECE weights each bin's
     |observed rate - mean predicted| by its share of films (empty bins weigh nothing).
 
-    The bins and the ECE are ``training.calibration``'s, which the temperature fit reports too.
+    The bins and the ECE are ``training.stats.calibration``'s, which the temperature fit reports too.
     """
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = calibration_bins(predicted, bins)

@@ -6,7 +6,7 @@ import pytest
 from training.evaluation.bootstrap import bootstrap_intervals, interval_metrics, stratified_resample
 from training.evaluation.results import BootstrapSettings
 from training.evaluation.scores import score
-from training.metrics import predict_labels
+from training.stats.metrics import predict_labels
 
 NAMES = ["NORMAL", "PNEUMONIA"]
 

@@ -11,7 +11,7 @@ import pytest
 from service.contract.model_card import CARD_FILENAME
 from tests.training.evaluation.report_files import assert_report_files
 from training.evaluation import EvaluationError, OnnxPredictor, TorchPredictor, evaluate_run
-from training.export import load_split, load_trained_model
+from training.fit.checkpoint import load_split, load_trained_model
 
 PROBABILITY_TOLERANCE = 1e-5
 CAM_RELATIVE_TOLERANCE = 1e-4  # of the largest map value: float32 kernels differ in summation order

@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
 from training.evaluation.scores import binary_auc, confusion_matrix, reliability, score
-from training.metrics import classification_metrics
+from training.stats.metrics import classification_metrics
 
 NAMES = ["A", "B", "C"]
 # Ten films of three classes and what a model called them:

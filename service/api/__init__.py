@@ -1,0 +1,1 @@
+"""The HTTP surface: routes, schemas, upload reading, dependencies, middleware, error handlers."""

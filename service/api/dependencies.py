@@ -1,0 +1,55 @@
+"""The typed FastAPI dependencies that hand the per-app state (``service.lifecycle.state``) to routes."""
+
+from typing import Annotated
+
+from anyio import CapacityLimiter
+from fastapi import Depends, Request
+
+from service.errors import ServiceError
+from service.inference.admission import Admission
+from service.inference.runtime import ModelRuntime
+from service.lifecycle.state import AppContext, context_of
+from service.observability.metrics import Metrics
+from service.settings import Settings
+
+
+# The getters are ``async def`` although they never await: FastAPI runs a plain ``def`` dependency on
+# a worker thread, which cost a thread hop per dependency per request (six per prediction).
+async def get_context(request: Request) -> AppContext:
+    return context_of(request.app)
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+async def get_settings(context: ContextDep) -> Settings:
+    return context.settings
+
+
+async def get_metrics(context: ContextDep) -> Metrics:
+    return context.metrics
+
+
+async def get_runtime(context: ContextDep) -> ModelRuntime:
+    if context.runtime is None:
+        raise ServiceError("model_not_loaded", "The model is not loaded (starting up or shutting down).", 503)
+    return context.runtime
+
+
+async def get_admission(context: ContextDep) -> Admission:
+    if context.admission is None:
+        raise ServiceError("model_not_loaded", "The service is not started.", 503)
+    return context.admission
+
+
+async def get_limiter(context: ContextDep) -> CapacityLimiter:
+    if context.limiter is None:
+        raise ServiceError("model_not_loaded", "The service is not started.", 503)
+    return context.limiter
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
+LimiterDep = Annotated[CapacityLimiter, Depends(get_limiter)]
+AdmissionDep = Annotated[Admission, Depends(get_admission)]

@@ -1,0 +1,333 @@
+"""``POST /v1/predict``: one film in, class probabilities, decision and Grad-CAM overlay out."""
+
+import asyncio
+import base64
+import logging
+from dataclasses import dataclass
+from functools import partial
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+import numpy as np
+import numpy.typing as npt
+from anyio import CapacityLimiter
+from fastapi import APIRouter, Query, Request, Response
+
+from service.api.dependencies import AdmissionDep, LimiterDep, MetricsDep, RuntimeDep, SettingsDep
+from service.api.schemas import (
+    DicomRef,
+    ErrorResponse,
+    GradCam,
+    ImageInfo,
+    ModelRef,
+    OutOfDistribution,
+    PredictionResponse,
+    Triage,
+)
+from service.api.upload import FILE_FIELD, read_upload
+from service.contract import DicomInfo, InputError, SourceFormat
+from service.inference.admission import Deadline, processing_timeout, upload_timeout
+from service.inference.runtime import Inference, ModelRuntime
+from service.observability.audit import current_audit
+from service.observability.logs import request_id_var
+from service.observability.metrics import Metrics
+from service.outputs.dicom_results import build_secondary_capture, build_structured_report
+from service.outputs.overlay import blend_overlay, film_png, overlay_background
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1", tags=["predict"])
+
+# The body is parsed by ``read_upload`` (streamed, size-capped), so it is declared here for the docs.
+_MULTIPART_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FILE_FIELD],
+                    "properties": {
+                        FILE_FIELD: {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "PNG, JPEG or DICOM Part 10 file; the format is read from "
+                            "the bytes, never from the file name or Content-Type.",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "Empty, corrupt or truncated file; malformed multipart body",
+        401: "No API key, or not a valid one (WWW-Authenticate: Bearer)",
+        403: "The API key lacks the 'predict' scope",
+        408: "The upload did not arrive within CXR_REQUEST_TIMEOUT_S",
+        413: "Upload larger than CXR_MAX_UPLOAD_BYTES",
+        415: "Not a PNG, JPEG or DICOM file",
+        422: "Missing 'file' part, a threshold query parameter, too many pixels, a decompression bomb, "
+        "an animated image, unsupported DICOM (modality, body part, view, frames, no pixels, DICOMDIR, "
+        "executable preamble...), out_of_distribution",
+        503: "No model loaded; or overloaded (queue full, or the deadline passed while queued): "
+        "retry after Retry-After",
+        504: "Decoding and inference took longer than CXR_REQUEST_TIMEOUT_S",
+    }.items()
+}
+
+
+ResultFormat = Literal["json", "sc", "sr"]
+DICOM_MEDIA_TYPE = "application/dicom"
+
+
+@dataclass(frozen=True)
+class _Film:
+    """What a prediction keeps of its upload once decoded: the model input, the overlay's background
+    (shrunk to ``CXR_OVERLAY_MAX_SIDE``) and the header facts for the answer. The full-resolution
+    plane is dropped here, so a film waiting for its batch holds kilobytes, not the whole film."""
+
+    tensor: npt.NDArray[np.float32]
+    source_format: SourceFormat
+    width: int
+    height: int
+    dicom: DicomInfo | None
+    overlay_background: npt.NDArray[np.float32] | None
+
+
+@dataclass(frozen=True)
+class _Analysis:
+    film: _Film
+    inference: Inference
+    predicted_class: str
+    overlay: GradCam | None
+    overlay_png: bytes | None
+
+
+def _prepare(data: bytes, runtime: ModelRuntime, max_pixels: int, overlay_max_side: int | None) -> _Film:
+    """Decode and preprocess (CPU-bound: runs on a worker thread, never on the event loop)."""
+    tensor, decoded = runtime.prepare(data, max_pixels)
+    background = None if overlay_max_side is None else overlay_background(decoded.pixels, overlay_max_side)
+    return _Film(tensor, decoded.source_format, decoded.width, decoded.height, decoded.dicom, background)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _conclude(runtime: ModelRuntime, film: _Film, inference: Inference, with_film: bool = False) -> _Analysis:
+    """Out-of-distribution check, decision and overlay for one film's model outputs."""
+    if runtime.is_out_of_distribution(inference):
+        assert runtime.card.ood is not None and inference.ood_score is not None
+        raise InputError(
+            "out_of_distribution",
+            "The image does not resemble the frontal chest radiographs this model was trained on "
+            f"(out-of-distribution score {inference.ood_score:.3f} > {runtime.card.ood.threshold:.3f}); "
+            "it was not classified.",
+            422,
+        )
+    predicted = runtime.decide(inference.probabilities)
+    gradcam, png = None, None
+    if film.overlay_background is not None:
+        png = blend_overlay(film.overlay_background, inference.cams[runtime.class_names.index(predicted)])
+        height, width = film.overlay_background.shape
+        gradcam = GradCam(
+            class_name=predicted,
+            width=width,
+            height=height,
+            png_base64=_b64(png),
+            film_png_base64=_b64(film_png(film.overlay_background)) if with_film else None,
+        )
+    return _Analysis(film, inference, predicted, gradcam, png)
+
+
+def _dicom_result(result: ResultFormat, source: bytes, runtime: ModelRuntime, analysis: _Analysis) -> bytes:
+    """The result as a DICOM object in the source's study, for PACS: SC of the overlay, or an SR."""
+    card = runtime.card
+    if result == "sc":
+        assert analysis.overlay_png is not None
+        return build_secondary_capture(
+            source,
+            analysis.overlay_png,
+            model_name=card.name,
+            model_version=card.version,
+            class_name=analysis.predicted_class,
+        )
+    threshold = runtime.threshold
+    return build_structured_report(
+        source,
+        probabilities={
+            name: float(p)
+            for name, p in zip(runtime.class_names, analysis.inference.probabilities, strict=True)
+        },
+        predicted_class=analysis.predicted_class,
+        triage_level=runtime.triage_level(analysis.predicted_class),
+        threshold=threshold.value if threshold else None,
+        positive_class=threshold.positive_class if threshold else None,
+        model_name=card.name,
+        model_version=card.version,
+    )
+
+
+def _result_format(result: ResultFormat | None, accept: str) -> ResultFormat:
+    """``?result=`` wins; otherwise ``Accept: application/dicom`` asks for the overlay as an SC."""
+    if result is not None:
+        return result
+    return "sc" if DICOM_MEDIA_TYPE in accept.lower() else "json"
+
+
+def _refuse_threshold_parameter(request: Request) -> None:
+    """A caller asking for another threshold must hear no, not get the deployment's silently."""
+    if any("threshold" in name.lower() for name in request.query_params):
+        raise InputError(
+            "invalid_request",
+            "The decision threshold is set per deployment (CXR_DECISION_THRESHOLD), never per request.",
+            422,
+        )
+
+
+def _triage(runtime: ModelRuntime, predicted_class: str) -> Triage | None:
+    level = runtime.triage_level(predicted_class)
+    threshold = runtime.threshold
+    if level is None or threshold is None:
+        return None
+    return Triage(
+        level="urgent" if level == "urgent" else "routine",
+        positive_class=threshold.positive_class,
+        threshold=threshold.value,
+        validation_sensitivity=threshold.validation_sensitivity,
+        validation_specificity=threshold.validation_specificity,
+        meaning=f"urgent = p({threshold.positive_class}) >= {threshold.value:.4f}, routine otherwise",
+    )
+
+
+@router.post(
+    "/predict",
+    response_model=PredictionResponse,
+    responses=_ERRORS,
+    openapi_extra=_MULTIPART_BODY,
+    summary="Classify one chest film and return its Grad-CAM overlay",
+)
+async def predict(
+    *,
+    request: Request,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    limiter: LimiterDep,
+    admission: AdmissionDep,
+    overlay: Annotated[bool, Query(description="Include the Grad-CAM overlay PNG.")] = True,
+    with_film: Annotated[
+        bool,
+        Query(
+            alias="film",
+            description="Also return the bare film under the overlay (gradcam.film_png_base64), "
+            "e.g. for a viewer that fades the heat map; ignored with overlay=false.",
+        ),
+    ] = False,
+    result: Annotated[
+        ResultFormat | None,
+        Query(
+            description="json (default); sc = the Grad-CAM overlay as a DICOM Secondary Capture; "
+            "sr = a DICOM Comprehensive SR (TID 1500) with finding, probabilities, triage and model. "
+            "sc and sr need a DICOM upload and return application/dicom. "
+            "'Accept: application/dicom' alone means sc."
+        ),
+    ] = None,
+) -> Any:
+    _refuse_threshold_parameter(request)
+    wanted = _result_format(result, request.headers.get("accept", ""))
+    audit = current_audit()
+    audit.model_name, audit.model_version = runtime.card.name, runtime.card.version
+    deadline = Deadline(settings.request_timeout_s, metrics)
+    # The slot is taken before the body is read: queued requests hold no upload and no film.
+    async with admission.slot(deadline):
+        with deadline.step("upload", upload_timeout):
+            data = await read_upload(request, settings.max_upload_bytes)
+        audit.note_upload(data)
+        overlay_side = settings.overlay_max_side if overlay or wanted == "sc" else None
+        with deadline.step("processing", processing_timeout):
+            film = await anyio.to_thread.run_sync(
+                partial(_prepare, data, runtime, settings.max_pixels, overlay_side), limiter=limiter
+            )
+            # The upload can be tens of MB: only a DICOM result, built from its header, still needs it.
+            source = data if wanted != "json" else None
+            del data
+            if film.dicom is not None:
+                audit.sop_instance_uid = film.dicom.sop_instance_uid
+            analysis, dicom_body = await _analyse(film, source, wanted, runtime, limiter, with_film=with_film)
+            del source
+    _record(metrics, film, analysis)
+    if dicom_body is not None:
+        return Response(
+            dicom_body,
+            media_type=DICOM_MEDIA_TYPE,
+            headers={"Content-Disposition": f'attachment; filename="cxr-triage-{wanted}.dcm"'},
+        )
+    return _json_response(runtime, film, analysis)
+
+
+async def _analyse(
+    film: _Film,
+    source: bytes | None,
+    wanted: ResultFormat,
+    runtime: ModelRuntime,
+    limiter: CapacityLimiter,
+    *,
+    with_film: bool = False,
+) -> tuple[_Analysis, bytes | None]:
+    """Inference, decision and overlay of a prepared film, and the DICOM result built from ``source``."""
+    # The film joins the next micro-batch, awaited without holding a thread. Cancelling this
+    # await (the deadline) withdraws it from the queue if its batch has not started.
+    inference = await asyncio.wrap_future(runtime.submit(film.tensor))
+    analysis = await anyio.to_thread.run_sync(
+        partial(_conclude, runtime, film, inference, with_film), limiter=limiter
+    )
+    if source is None:
+        return analysis, None
+    dicom_body = await anyio.to_thread.run_sync(
+        partial(_dicom_result, wanted, source, runtime, analysis), limiter=limiter
+    )
+    return analysis, dicom_body
+
+
+def _record(metrics: Metrics, film: _Film, analysis: _Analysis) -> None:
+    inference = analysis.inference
+    metrics.inference_duration.observe(inference.inference_ms / 1000.0)
+    metrics.inference_batch_size.observe(inference.batch_size)
+    metrics.predictions.labels(analysis.predicted_class).inc()
+    logger.info(
+        "prediction",
+        extra={
+            "source_format": film.source_format.value,
+            "image_width": film.width,
+            "image_height": film.height,
+            "predicted_class": analysis.predicted_class,
+            "inference_ms": round(inference.inference_ms, 3),
+        },
+    )
+
+
+def _json_response(runtime: ModelRuntime, film: _Film, analysis: _Analysis) -> PredictionResponse:
+    inference, dicom, ood = analysis.inference, film.dicom, runtime.card.ood
+    return PredictionResponse(
+        request_id=request_id_var.get() or "",
+        model=ModelRef(name=runtime.card.name, version=runtime.card.version),
+        probabilities={
+            name: float(p) for name, p in zip(runtime.class_names, inference.probabilities, strict=True)
+        },
+        predicted_class=analysis.predicted_class,
+        threshold=runtime.threshold,
+        triage=_triage(runtime, analysis.predicted_class),
+        out_of_distribution=None
+        if ood is None or inference.ood_score is None
+        else OutOfDistribution(score=inference.ood_score, threshold=ood.threshold),
+        image=ImageInfo(source_format=film.source_format.value, width=film.width, height=film.height),
+        dicom=None
+        if dicom is None
+        else DicomRef(study_instance_uid=dicom.study_instance_uid, sop_instance_uid=dicom.sop_instance_uid),
+        execution_provider=runtime.provider,
+        inference_ms=inference.inference_ms,
+        gradcam=analysis.overlay,
+    )

@@ -1,0 +1,158 @@
+"""Response bodies of the HTTP API (the OpenAPI schema is generated from these)."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.contract import (
+    Calibration,
+    DecisionThreshold,
+    OodDetector,
+    PixelContract,
+    ShiftBenchmark,
+    TrainingDataSummary,
+)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class ErrorResponse(_Response):
+    """Every 4xx/5xx body. ``code`` is stable and machine-readable; ``detail`` is for humans."""
+
+    code: str = Field(examples=["unsupported_format"])
+    detail: str
+
+
+class ModelRef(_Response):
+    name: str
+    version: str
+
+
+class ImageInfo(_Response):
+    # The formats an upload can be (``SourceFormat`` also names in-memory arrays, which never arrive).
+    source_format: Literal["png", "jpeg", "dicom"]
+    width: int = Field(description="Decoded film width in pixels (before any resizing).")
+    height: int
+
+
+class DicomRef(_Response):
+    """The only DICOM attributes echoed back: enough to attach the result to the right instance."""
+
+    study_instance_uid: str | None
+    sop_instance_uid: str | None
+
+
+class GradCam(_Response):
+    class_name: str = Field(description="The class whose Grad-CAM is drawn (the predicted class).")
+    width: int
+    height: int
+    png_base64: str = Field(description="RGB PNG: jet heat map alpha-blended over the display-stretched film")
+    film_png_base64: str | None = Field(
+        None,
+        description="Only with film=true: the same display-stretched film without the heat map, as a "
+        "grayscale PNG of the same size, so a viewer can fade the heat map in and out (for DICOM, the "
+        "only way a browser gets to see the film).",
+    )
+
+
+class Triage(_Response):
+    """What the flag means, so a caller never has to guess: the operating point and how it performed."""
+
+    level: Literal["urgent", "routine"]
+    positive_class: str
+    threshold: float
+    validation_sensitivity: float | None = Field(
+        description="Sensitivity at this threshold on the validation split; null for a deployment override."
+    )
+    validation_specificity: float | None
+    meaning: str = Field(examples=["urgent = p(PNEUMONIA) >= 0.5179"])
+
+
+class OutOfDistribution(_Response):
+    score: float = Field(
+        description="In-graph Mahalanobis score of the film's features; larger = less typical."
+    )
+    threshold: float = Field(description="Films scoring above this are refused with 422 out_of_distribution.")
+
+
+class PredictionResponse(_Response):
+    request_id: str
+    model: ModelRef
+    probabilities: dict[str, float] = Field(description="Softmax probability per class name; sums to 1.")
+    predicted_class: str
+    threshold: DecisionThreshold | None = Field(
+        description="Operating point used for a binary model; null means the argmax class is reported."
+    )
+    triage: Triage | None = Field(description="Null for models without a binary operating point.")
+    out_of_distribution: OutOfDistribution | None = Field(description="Null if the model has no detector.")
+    image: ImageInfo
+    dicom: DicomRef | None = Field(description="Null unless the upload was DICOM.")
+    execution_provider: str = Field(examples=["CPUExecutionProvider"])
+    inference_ms: float = Field(description="ONNX Runtime time for this film (decoding excluded).")
+    gradcam: GradCam | None = Field(description="Null when the request asked for overlay=false.")
+
+
+class ProviderFallback(_Response):
+    """A GPU was wanted (``auto``) but the CPU serves: said out loud, never silent."""
+
+    requested: str = Field(examples=["auto"])
+    reason: str
+
+    @classmethod
+    def from_reason(cls, reason: str | None) -> "ProviderFallback | None":
+        # Only ``auto`` can fall back: ``cuda`` refuses to start instead, ``cpu`` asked for the CPU.
+        return None if reason is None else cls(requested="auto", reason=reason)
+
+
+class ModelInfo(_Response):
+    name: str
+    version: str
+    architecture: str
+    created_at: datetime
+    class_names: list[str]
+    pixel_contract: PixelContract
+    training_data: TrainingDataSummary = Field(description="The population the model was trained on.")
+    decision_threshold: DecisionThreshold | None = Field(description="The operating point in use.")
+    calibration: Calibration | None = Field(
+        None, description="Temperature scaling folded into the graph; null = raw softmax."
+    )
+    out_of_distribution: OodDetector | None
+    validation_metrics: dict[str, float | None] = Field(description="null = undefined on that split")
+    majority_baseline: dict[str, float | None]
+    intended_population: str | None = Field(None, description="Who the model is for; null = not stated.")
+    shift_benchmark: ShiftBenchmark | None = Field(
+        None,
+        description="Validation films under acquisition shifts (severity 0 = unshifted); null = not run.",
+    )
+    onnx_sha256: str
+    execution_provider: str
+    provider_fallback: ProviderFallback | None = Field(
+        None, description="Set when CXR_EXECUTION_PROVIDER=auto did not get CUDA; null otherwise."
+    )
+
+
+class Health(_Response):
+    status: str = Field(examples=["ok"])
+
+
+class Readiness(_Response):
+    status: str = Field(examples=["ready"])
+    model: ModelRef
+    execution_provider: str
+    provider_fallback: ProviderFallback | None = Field(
+        None, description="Set when CXR_EXECUTION_PROVIDER=auto did not get CUDA; null otherwise."
+    )
+
+
+class ReloadResult(_Response):
+    """A hot reload that succeeded: the model now serving new requests, and the one it replaced."""
+
+    status: Literal["reloaded"]
+    model: ModelRef
+    previous: ModelRef
+    onnx_sha256: str
+    execution_provider: str
+    provider_fallback: ProviderFallback | None

@@ -1,0 +1,1 @@
+"""Running the model: the ONNX Runtime session, micro-batching, admission of requests, CPU count."""

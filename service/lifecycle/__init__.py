@@ -1,0 +1,1 @@
+"""Changing what serves: hot reload, watching the store, draining on shutdown."""

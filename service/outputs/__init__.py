@@ -1,0 +1,1 @@
+"""What a prediction can be rendered into: the heat-map overlay, DICOM SC and SR objects."""

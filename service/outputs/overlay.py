@@ -1,0 +1,94 @@
+"""Grad-CAM overlay: the predicted class's map, upsampled onto the film, as an RGB PNG.
+
+The background is the whole decoded film (not the model's distorted H x W input), display-stretched
+with the same percentile stretch as the model input and shrunk to fit ``max_side``. The CAM covers
+the whole model input, which is the whole film resized, so stretching it bilinearly to the overlay's
+size puts every cell back over the region it was computed from.
+"""
+
+import io
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from service.contract.preprocess import resize_plane, stretch_contrast
+
+OVERLAY_PNG_COMPRESS_LEVEL = 1
+DEFAULT_ALPHA = 0.5  # heat-map weight where the map peaks; it fades to 0 where the map is 0
+_EPSILON = 1e-12
+
+
+def overlay_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """(height, width) with the longest side at most ``max_side``, aspect ratio kept, never enlarged."""
+    scale = min(1.0, max_side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def normalise_cam(cam: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Scale a raw non-negative CAM to [0, 1] by its maximum; an all-zero (or non-finite) map stays 0."""
+    finite = np.clip(np.nan_to_num(cam.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0), 0.0, None)
+    peak = float(finite.max(initial=0.0))
+    if peak <= _EPSILON:
+        return np.zeros_like(finite)
+    return finite / peak
+
+
+def jet(values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Matplotlib-like 'jet' colormap, [0, 1] -> RGB in [0, 1] (blue = low, red = high)."""
+    v = np.clip(values, 0.0, 1.0)[..., np.newaxis]
+    centres = np.array([0.75, 0.5, 0.25], dtype=np.float32)  # where R, G, B peak along the ramp
+    rgb: npt.NDArray[np.float32] = np.clip(1.5 - np.abs(4.0 * (v - centres)), 0.0, 1.0).astype(np.float32)
+    return rgb
+
+
+def overlay_background(film: npt.NDArray[np.float32], max_side: int) -> npt.NDArray[np.float32]:
+    """The film shrunk to fit ``max_side`` and display-stretched to [0, 1]: all the overlay needs of it.
+
+    Computed as soon as the film is decoded, so the full-resolution plane can be freed while the
+    film waits for its batch.
+    """
+    height, width = overlay_size(film.shape[0], film.shape[1], max_side)
+    return stretch_contrast(resize_plane(film, height, width))
+
+
+def blend_overlay(
+    background: npt.NDArray[np.float32], cam: npt.NDArray[np.float32], alpha: float = DEFAULT_ALPHA
+) -> bytes:
+    """Blend ``cam`` ([h, w], raw) over ``background`` (from ``overlay_background``); PNG bytes.
+
+    Opacity follows the map, so regions without evidence show the plain film: a uniform colour wash
+    would hide the anatomy the radiologist needs to check the highlight against.
+    """
+    height, width = background.shape
+    heat = resize_plane(normalise_cam(cam), height, width)  # Pillow bilinear on the float map
+    colours = jet(heat)
+    gray = np.repeat(background[..., np.newaxis], 3, axis=2)
+    weight = (alpha * heat)[..., np.newaxis]
+    blended = (1.0 - weight) * gray + weight * colours
+    rgb = np.clip(np.rint(blended * 255.0), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    # zlib level 1: a 224-512 px overlay encodes in ~3 ms instead of ~13 ms at Pillow's default 6,
+    # for a file about 13% larger - the encode was the most expensive step of a default response.
+    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=OVERLAY_PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def film_png(background: npt.NDArray[np.float32]) -> bytes:
+    """``background`` (from ``overlay_background``) alone, as a grayscale PNG: the film under the
+    overlay, pixel for pixel, for viewers that fade the heat map rather than show the blend."""
+    gray = np.clip(np.rint(background * 255.0), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, format="PNG", compress_level=OVERLAY_PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def render_overlay(
+    film: npt.NDArray[np.float32],
+    cam: npt.NDArray[np.float32],
+    max_side: int,
+    alpha: float = DEFAULT_ALPHA,
+) -> tuple[bytes, int, int]:
+    """Blend ``cam`` over ``film`` (decoded plane) in one step; returns (PNG bytes, width, height)."""
+    background = overlay_background(film, max_side)
+    return blend_overlay(background, cam, alpha), background.shape[1], background.shape[0]

@@ -1,0 +1,1 @@
+"""Who may call what: API keys and the access guard."""

@@ -1,0 +1,185 @@
+"""Limits through a real server: the bounded admission queue, the per-request deadline, chunked
+uploads and the decoded-pixel cap; and the deadline's steps on their own, with real awaits."""
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from service.errors import ServiceError
+from service.inference.admission import RETRY_AFTER_S, Admission, Deadline, processing_timeout, upload_timeout
+from service.observability.metrics import Metrics
+from tests.factories import chest_like, png_bytes
+from tests.service.live import AUTH_HEADERS, live_client, metric_value, post_file, strict_json
+from tests.service.raw_http import RawUpload, wait_until
+
+FILM = png_bytes(chest_like(96, 80, seed=21))
+
+
+@pytest.fixture(scope="module")
+def one_slot(tiny_model_dir: Path, api_keys_file: Path) -> Iterator[httpx.Client]:
+    """One prediction at a time, one more queued; a pixel cap between the test films' sizes."""
+    yield from live_client(
+        tiny_model_dir, api_keys_file, max_concurrent_predictions=1, max_queued=1, max_pixels=100 * 100
+    )
+
+
+@pytest.fixture(scope="module")
+def short_deadline(tiny_model_dir: Path, api_keys_file: Path) -> Iterator[httpx.Client]:
+    yield from live_client(tiny_model_dir, api_keys_file, request_timeout_s=2.0)
+
+
+def _running(client: httpx.Client) -> float:
+    return metric_value(client, "cxr_admission_running")
+
+
+def _waiting(client: httpx.Client) -> float:
+    return metric_value(client, "cxr_admission_waiting")
+
+
+def test_a_full_queue_is_refused_at_once_and_the_admitted_still_succeed(one_slot: httpx.Client) -> None:
+    base = str(one_slot.base_url)
+    rejected_before = metric_value(one_slot, "cxr_admission_rejected_total")
+    # A holds the only slot, half its upload sent; B waits in the queue with its whole request sent.
+    with RawUpload(base, FILM, AUTH_HEADERS, send=len(FILM) // 2) as holder:
+        wait_until(lambda: _running(one_slot) == 1, "the first upload to hold the slot")
+        with RawUpload(base, FILM, AUTH_HEADERS, send=10**9) as queued:
+            wait_until(lambda: _waiting(one_slot) == 1, "the second upload to queue")
+
+            refused = post_file(one_slot, FILM)
+            assert refused.status_code == 503
+            assert strict_json(refused)["code"] == "overloaded"
+            assert refused.headers["retry-after"] == str(RETRY_AFTER_S)
+            assert one_slot.get("/healthz").status_code == 200
+            assert one_slot.get("/readyz").status_code == 200
+            assert (_running(one_slot), _waiting(one_slot)) == (1, 1)  # the refusal queued nothing
+
+            holder.send_rest()
+            for upload in (holder, queued):
+                status, _, body = upload.response()
+                assert status == 200, body
+    assert metric_value(one_slot, "cxr_admission_rejected_total") == rejected_before + 1
+    assert (_running(one_slot), _waiting(one_slot)) == (0, 0)
+    assert post_file(one_slot, FILM).status_code == 200
+
+
+def test_the_pixel_cap_setting_applies_over_http(one_slot: httpx.Client) -> None:
+    assert post_file(one_slot, png_bytes(chest_like(96, 80))).status_code == 200  # 7,680 pixels
+    response = post_file(one_slot, png_bytes(chest_like(120, 100)))  # 12,000 > 10,000
+    assert (response.status_code, strict_json(response)["code"]) == (422, "too_many_pixels")
+
+
+def test_a_trickling_client_is_cut_off_at_the_deadline_without_hurting_others(
+    short_deadline: httpx.Client,
+) -> None:
+    before = metric_value(short_deadline, "cxr_deadline_exceeded_total", step="upload")
+    with RawUpload(str(short_deadline.base_url), FILM, AUTH_HEADERS, send=200) as slow:
+        slow.trickle(0.05)  # always sending, so an idle-read timeout would never fire
+        wait_until(lambda: _running(short_deadline) == 1, "the slow upload to hold a slot")
+        for seed in range(3):
+            ok = post_file(short_deadline, png_bytes(chest_like(seed=seed)), params={"overlay": "false"})
+            assert ok.status_code == 200, ok.text
+        status, headers, body = slow.response()
+    assert status == 408
+    assert headers["connection"] == "close"
+    assert strict_json(httpx.Response(status, content=body))["code"] == "request_timeout"
+    assert metric_value(short_deadline, "cxr_deadline_exceeded_total", step="upload") == before + 1
+    assert _running(short_deadline) == 0
+    assert short_deadline.get("/healthz").status_code == 200
+    assert post_file(short_deadline, FILM).status_code == 200
+
+
+def test_a_chunked_upload_without_content_length_is_accepted(client: httpx.Client) -> None:
+    def body() -> Iterator[bytes]:
+        yield (
+            b'--chunky\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n"
+        )
+        for start in range(0, len(FILM), 1000):
+            yield FILM[start : start + 1000]
+        yield b"\r\n--chunky--\r\n"
+
+    request = client.build_request(
+        "POST",
+        "/v1/predict",
+        content=body(),
+        headers={"content-type": "multipart/form-data; boundary=chunky"},
+    )
+    assert "content-length" not in request.headers
+    assert request.headers["transfer-encoding"] == "chunked"
+    response = client.send(request)
+    assert response.status_code == 200, response.text
+    assert strict_json(response)["image"] == {"source_format": "png", "width": 80, "height": 96}
+
+
+# The deadline's steps with real awaits and a real worker thread: what each overrun answers.
+
+
+def _overrun(step: str, seconds: float) -> ServiceError:
+    metrics = Metrics()
+
+    async def run() -> ServiceError:
+        deadline = Deadline(seconds, metrics)
+        error = upload_timeout if step == "upload" else processing_timeout
+        try:
+            with deadline.step(step, error):
+                if step == "upload":
+                    await anyio.sleep(30)  # a read that would wait for ever: cancelled at the deadline
+                else:
+                    await anyio.to_thread.run_sync(time.sleep, 0.2)  # not interruptible: late, then refused
+        except ServiceError as exc:
+            return exc
+        raise AssertionError("the deadline did not fire")
+
+    error = anyio.run(run)
+    assert metrics.registry.get_sample_value("cxr_deadline_exceeded_total", {"step": step}) == 1
+    return error
+
+
+def test_an_upload_past_the_deadline_is_408_and_closes_the_connection() -> None:
+    error = _overrun("upload", 0.05)
+    assert (error.status, error.code, error.headers) == (408, "request_timeout", {"Connection": "close"})
+
+
+def test_processing_past_the_deadline_is_504_once_the_thread_returns() -> None:
+    error = _overrun("processing", 0.05)
+    assert (error.status, error.code) == (504, "deadline_exceeded")
+
+
+def test_waiting_past_the_deadline_is_503_and_leaves_no_one_queued() -> None:
+    metrics = Metrics()
+
+    async def run() -> ServiceError:
+        admission = Admission(running=1, queued=4, metrics=metrics)
+        holder_in = anyio.Event()
+        release = anyio.Event()
+
+        async def hold() -> None:
+            async with admission.slot(Deadline(30, metrics)):
+                holder_in.set()
+                await release.wait()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(hold)
+            await holder_in.wait()
+            try:
+                async with admission.slot(Deadline(0.05, metrics)):
+                    raise AssertionError("admitted while the only slot was held")
+            except ServiceError as exc:
+                error = exc
+            assert metrics.registry.get_sample_value("cxr_admission_waiting") == 0
+            release.set()
+        async with admission.slot(Deadline(1, metrics)):  # the slot was handed back
+            pass
+        return error
+
+    error = anyio.run(run)
+    assert (error.status, error.code, error.headers) == (
+        503,
+        "overloaded",
+        {"Retry-After": str(RETRY_AFTER_S)},
+    )
+    assert metrics.registry.get_sample_value("cxr_deadline_exceeded_total", {"step": "queue"}) == 1

@@ -1,0 +1,422 @@
+"""The review page at /ui, in a real headless Chromium against a real ``python -m service`` on
+loopback with the tiny model (with its out-of-distribution detector): what a radiologist sees for a
+pneumonia-like film, a normal film, a DICOM film, a refused image and a wrong key; the CSP header;
+and that no request leaves the service's origin and no key is kept anywhere but in memory.
+
+With CXR_UI_SCREENSHOTS=<folder> each state is also saved there as a PNG (docs/img holds them).
+"""
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from service.api.routes.ui import CONTENT_SECURITY_POLICY
+from service.inference.runtime import ModelRuntime
+from service.settings import Settings
+from tests.factories import dicom_bytes, dicom_dataset
+from tests.service.api.browser import (
+    CHROMIUM_ARGS,
+    DESKTOP,
+    TABLET,
+    WAIT_MS,
+    PageLog,
+    chromium_executable,
+    screenshot_dir,
+)
+from tests.service.live import (
+    AUTH_HEADERS,
+    TEST_API_KEY,
+    free_port,
+    post_file,
+    service_env,
+    service_process,
+    strict_json,
+)
+from training.ood.film_set import noise_images
+
+OVERLAY_SIDE = 512  # above the test films' size: the overlay is the film's own size
+
+
+@dataclass(frozen=True)
+class Film:
+    png: bytes
+    dicom: bytes  # the same pixels in a DX object of its own study
+
+
+@dataclass(frozen=True)
+class Films:
+    pneumonia: Film
+    normal: Film
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    log: Path
+
+
+def _as_film(path: Path) -> Film:
+    with Image.open(path) as image:
+        plane = np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+    return Film(png=path.read_bytes(), dicom=dicom_bytes(dicom_dataset(plane)))
+
+
+@pytest.fixture(scope="module")
+def films(tiny_ood_model_dir: Path, tiny_dataset: Path) -> Films:
+    """The training film the model calls most surely urgent, and the most surely routine one, among
+    those its out-of-distribution gate lets through, as PNG and as DICOM alike (the tiny model's
+    margins are thin). Fitted on 64 px training films, the gate refuses the same films enlarged, so
+    they are sent at their size."""
+    runtime = ModelRuntime.load(Settings(model_dir=tiny_ood_model_dir, execution_provider="cpu"))
+    threshold, ood = runtime.threshold, runtime.card.ood
+    assert threshold is not None and ood is not None
+    positive = runtime.card.class_names.index(threshold.positive_class)
+
+    def score(data: bytes) -> tuple[bool, float]:
+        inference = runtime.infer(runtime.prepare(data, 10_000_000)[0])
+        assert inference.ood_score is not None
+        return inference.ood_score <= ood.threshold, float(inference.probabilities[positive])
+
+    urgent: list[tuple[float, Film]] = []
+    routine: list[tuple[float, Film]] = []
+    for path in sorted(tiny_dataset.glob("*/*.png")):
+        film = _as_film(path)
+        (png_ok, p), (dicom_ok, p_dicom) = score(film.png), score(film.dicom)
+        if png_ok and dicom_ok and (p >= threshold.value) == (p_dicom >= threshold.value):
+            (urgent if p >= threshold.value else routine).append((p, film))
+    assert urgent and routine, "the tiny model must call some accepted films urgent and some routine"
+    return Films(pneumonia=max(urgent, key=lambda s: s[0])[1], normal=min(routine, key=lambda s: s[0])[1])
+
+
+@pytest.fixture(scope="module")
+def server(
+    tiny_ood_model_dir: Path, api_keys_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    log_path = tmp_path_factory.mktemp("ui-server") / "service.log"
+    env = service_env(
+        model_dir=str(tiny_ood_model_dir),
+        api_keys_file=str(api_keys_file),
+        port=str(free_port()),
+        execution_provider="cpu",
+        overlay_max_side=str(OVERLAY_SIDE),
+    )
+    with log_path.open("wb") as log, service_process(env, log) as url:
+        yield Server(url, log_path)
+
+
+@pytest.fixture(scope="module")
+def api(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60.0, headers=AUTH_HEADERS) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = chromium_executable()
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=list(CHROMIUM_ARGS))
+        yield launched
+        launched.close()
+
+
+@dataclass
+class Session:
+    page: Page
+    log: PageLog
+    origin: str
+
+    def assert_clean(self) -> None:
+        """Nothing left the origin, the page kept to its own CSP and raised no error."""
+        assert self.log.foreign_requests(self.origin) == []
+        assert self.log.csp_violations() == []
+        assert self.log.page_errors == []
+
+
+def _open(browser: Browser, server: Server, viewport: dict[str, int]) -> Session:
+    context = browser.new_context(viewport=viewport, service_workers="block")  # type: ignore[arg-type]
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    log = PageLog()
+    context.on("request", lambda request: log.requests.append(request.url))
+    page.on("console", lambda message: log.console.append(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: log.page_errors.append(str(error)))
+    page.goto(f"{server.url}/ui")
+    expect(page.get_by_test_id("ready")).to_be_attached()
+    return Session(page, log, server.url)
+
+
+@pytest.fixture
+def session(browser: Browser, server: Server) -> Iterator[Session]:
+    opened = _open(browser, server, DESKTOP)
+    yield opened
+    opened.page.context.close()
+
+
+def _shot(page: Page, name: str) -> None:
+    folder = screenshot_dir()
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+
+def _unlock(page: Page, key: str = TEST_API_KEY) -> None:
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Open").click()
+
+
+def _upload(page: Page, data: bytes, name: str, mime: str) -> None:
+    page.locator("#file-input").set_input_files({"name": name, "mimeType": mime, "buffer": data})
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _figure(value: float | None) -> str:
+    """A card metric as the page writes it: 3 decimals, whole numbers above 1 as counts."""
+    if value is None:
+        return "n/a"
+    return str(int(value)) if float(value).is_integer() and abs(value) > 1 else f"{value:.3f}"
+
+
+def _expect_prediction_shown(page: Page, body: dict[str, Any]) -> None:
+    """Every figure of the API's answer for this film is on the page, as the API gave it."""
+    result = page.get_by_test_id("result")
+    expect(result).to_be_visible()
+    triage = body["triage"]
+    expect(page.get_by_test_id("triage-level")).to_have_text(triage["level"].upper())
+    positive = triage["positive_class"]
+    expect(page.get_by_test_id("triage-reason")).to_contain_text(
+        f"p({positive}) = {_percent(body['probabilities'][positive])}"
+    )
+    meaning = page.get_by_test_id("triage-meaning")
+    expect(meaning).to_contain_text(f"p({positive}) ≥ {triage['threshold']:.4f}")
+    expect(meaning).to_contain_text(_percent(triage["validation_sensitivity"]))
+    expect(meaning).to_contain_text(_percent(triage["validation_specificity"]))
+    for name, p in body["probabilities"].items():
+        row = page.get_by_test_id("probabilities").locator(f'li[data-class="{name}"]')
+        expect(row).to_contain_text(_percent(p))
+    ood = body["out_of_distribution"]
+    expect(page.get_by_test_id("ood")).to_contain_text(f"score {ood['score']:.3f}")
+    expect(page.get_by_test_id("ood")).to_contain_text(f"above {ood['threshold']:.3f}")
+    for layer in ("film", "overlay"):
+        image = page.get_by_test_id(layer)
+        expect(image).to_be_visible()
+        size = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        assert size == [body["gradcam"]["width"], body["gradcam"]["height"]]
+
+
+def test_the_page_is_served_openly_under_a_strict_csp(server: Server) -> None:
+    with httpx.Client(base_url=server.url, timeout=30.0) as anonymous:
+        redirect = anonymous.get("/ui")
+        assert redirect.status_code == 308 and redirect.headers["location"] == "ui/"
+        page = anonymous.get("/ui/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        csp = page.headers["content-security-policy"]
+        assert csp == CONTENT_SECURITY_POLICY
+        directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+        assert directives["default-src"] == "'self'"
+        assert directives["script-src"] == "'self'" and directives["style-src"] == "'self'"
+        assert directives["frame-ancestors"] == "'none'" and directives["object-src"] == "'none'"
+        assert "unsafe" not in csp and "http" not in csp
+        assert page.headers["x-frame-options"] == "DENY"
+        assert page.headers["referrer-policy"] == "no-referrer"
+        # Scripts and styles come from files, never inline; no other origin is named.
+        html = page.text
+        assert re.search(r"<script(?![^>]*\bsrc=)", html) is None
+        assert "<style" not in html and " style=" not in html
+        assert "//" not in html
+        for name, media in (("app.js", "text/javascript"), ("app.css", "text/css")):
+            asset = anonymous.get(f"/ui/{name}")
+            assert asset.status_code == 200 and asset.headers["content-type"].startswith(media)
+        # Only the page's own files: nothing else of the package, and no data, without a key.
+        for path in ("/ui/routes.py", "/ui/..%2Fmain.py", "/ui/static", "/ui/%2e%2e/settings.py"):
+            assert anonymous.get(path).status_code == 404, path
+        assert anonymous.get("/v1/models").status_code == 401
+
+
+def test_a_wrong_key_gets_a_clear_message_and_no_data(session: Session) -> None:
+    page = session.page
+    _unlock(page, "not-the-key")
+    expect(page.locator("#key-message")).to_have_text(
+        "This API key was not accepted. Check it, or ask whoever runs the service for a valid one."
+    )
+    expect(page.locator("#views")).to_be_hidden()
+    expect(page.locator("#view-film")).to_be_hidden()
+    assert page.get_by_label("API key").input_value() == ""
+    _shot(page, "wrong-key")
+    session.assert_clean()
+
+
+def test_pneumonia_and_normal_films_show_what_the_api_says(
+    session: Session, films: Films, api: httpx.Client
+) -> None:
+    page = session.page
+    _shot(page, "key")
+    _unlock(page)
+    expect(page.locator("#view-film")).to_be_visible()
+    expected = {}
+    for name, data in (("pneumonia", films.pneumonia.png), ("normal", films.normal.png)):
+        response = post_file(api, data, params={"film": "true"})
+        assert response.status_code == 200, response.text
+        expected[name] = strict_json(response)
+    assert expected["pneumonia"]["triage"]["level"] == "urgent"
+    assert expected["normal"]["triage"]["level"] == "routine"
+
+    _upload(page, films.pneumonia.png, "pneumonia.png", "image/png")
+    _expect_prediction_shown(page, expected["pneumonia"])
+    _shot(page, "urgent")
+    overlay = page.get_by_test_id("overlay")
+    page.get_by_label("Heat-map opacity").fill("40")
+    assert overlay.evaluate("img => getComputedStyle(img).opacity") == "0.4"
+    page.get_by_label("Show heat map").uncheck()
+    expect(overlay).to_be_hidden()
+    expect(page.get_by_test_id("film")).to_be_visible()
+    _shot(page, "heat-map-off")
+
+    _upload(page, films.normal.png, "normal.png", "image/png")
+    _expect_prediction_shown(page, expected["normal"])
+    expect(page.get_by_test_id("overlay")).to_be_visible()  # a new film starts with the map on
+    _shot(page, "routine")
+    session.assert_clean()
+
+
+def test_a_dicom_film_is_shown_through_the_service(session: Session, films: Films, api: httpx.Client) -> None:
+    data = films.normal.dicom
+    response = post_file(api, data, params={"film": "true"})
+    assert response.status_code == 200, response.text
+    body = strict_json(response)
+    assert body["image"]["source_format"] == "dicom"
+    page = session.page
+    _unlock(page)
+    _upload(page, data, "film.dcm", "application/dicom")
+    # The browser cannot decode DICOM: the film it shows is the one the service returned.
+    _expect_prediction_shown(page, body)
+    expect(page.get_by_test_id("result")).to_contain_text("DICOM")
+    session.assert_clean()
+
+
+def test_a_refused_image_shows_the_reason_in_words(session: Session, api: httpx.Client) -> None:
+    noise = next(iter(noise_images(1))).png
+    refused = post_file(api, noise)
+    assert refused.status_code == 422 and strict_json(refused)["code"] == "out_of_distribution"
+    page = session.page
+    _unlock(page)
+    _upload(page, noise, "noise.png", "image/png")
+    reason = page.get_by_test_id("refusal-reason")
+    expect(reason).to_have_text(re.compile(r"^This image does not look like the frontal chest radiographs"))
+    refusal = page.get_by_test_id("refusal").inner_text()
+    assert "422" not in refusal and "out_of_distribution" not in refusal
+    expect(page.get_by_test_id("result")).to_have_count(0)
+    _shot(page, "refused")
+
+    _upload(page, b"GIF89a not a film", "film.gif", "image/gif")
+    expect(reason).to_have_text("This file is not a PNG, JPEG or DICOM image, so it was not read.")
+    session.assert_clean()
+
+
+def test_worklist_shows_the_deployment_answer(session: Session, api: httpx.Client) -> None:
+    page = session.page
+    _unlock(page)
+    page.get_by_role("button", name="Worklist").click()
+    message = page.get_by_test_id("worklist-message")
+    answer = api.get("/v1/studies")
+    # No such route, or DICOM intake not configured on this server (issue 17's gateway).
+    if answer.status_code == 404 or strict_json(answer).get("code") == "pacs_not_configured":
+        expect(message).to_have_text("The worklist is not available on this deployment.")
+    else:
+        assert answer.status_code == 200, answer.text
+        expect(page.locator("#worklist-body")).not_to_be_empty()
+    _shot(page, "worklist")
+    session.assert_clean()
+
+
+def test_model_view_shows_the_card_beside_the_baseline(session: Session, api: httpx.Client) -> None:
+    card = strict_json(api.get("/v1/models"))
+    page = session.page
+    _unlock(page)
+    expect(page.locator("#session-model")).to_have_text(f"{card['name']} {card['version']}")
+    page.get_by_role("button", name="Model").click()
+    view = page.get_by_test_id("model-card")
+    expect(view).to_be_visible()
+    expect(view).to_contain_text(card["architecture"])
+    expect(view).to_contain_text(card["training_data"]["source"])
+    threshold = card["decision_threshold"]
+    expect(view).to_contain_text(f"p({threshold['positive_class']}) ≥ {threshold['value']:.4f}")
+    metrics = page.get_by_role("table", name="Validation metrics")
+    for name, value in card["validation_metrics"].items():
+        row = metrics.get_by_role("row", name=re.compile(f"^{name.replace('_', ' ')} ", re.IGNORECASE))
+        expect(row).to_have_count(1)
+        expected = [_figure(value), _figure(card["majority_baseline"].get(name))]
+        expect(row.get_by_role("cell")).to_have_text(expected)
+    expect(view).to_contain_text(f"temperature {card['calibration']['temperature']:.3f}")
+    expect(view).to_contain_text(f"{card['out_of_distribution']['threshold']:.3f}")
+    _shot(page, "model")
+    session.assert_clean()
+
+
+def test_the_key_stays_in_memory_only(session: Session, films: Films) -> None:
+    page = session.page
+    _unlock(page)
+    _upload(page, films.normal.png, "normal.png", "image/png")
+    expect(page.get_by_test_id("result")).to_be_visible()
+    stored = page.evaluate("() => [document.cookie, localStorage.length, sessionStorage.length]")
+    assert stored == ["", 0, 0]
+    assert page.context.cookies() == []
+    assert all(TEST_API_KEY not in url for url in session.log.requests)
+    assert TEST_API_KEY not in page.content()
+    page.get_by_role("button", name="Forget key").click()
+    expect(page.locator("#access")).to_be_visible()
+    expect(page.get_by_test_id("result")).to_have_count(0)
+    session.assert_clean()
+
+
+def test_keyboard_only_use(session: Session) -> None:
+    page = session.page
+    # The key field has focus on arrival; Enter submits.
+    page.keyboard.type(TEST_API_KEY)
+    page.keyboard.press("Enter")
+    expect(page.locator("#view-film")).to_be_visible()
+    focused: list[str] = []
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        focused.append(page.evaluate("() => document.activeElement.textContent.trim()"))
+        if focused[-1] == "Worklist":
+            break
+    assert focused[-1] == "Worklist", focused
+    page.keyboard.press("Enter")
+    expect(page.locator("#view-worklist")).to_be_visible()
+    assert page.evaluate("() => document.activeElement.id") == "worklist-title"
+    session.assert_clean()
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, TABLET], ids=["1280x800", "768x1024"])
+def test_usable_without_horizontal_scrolling(
+    browser: Browser, server: Server, films: Films, viewport: dict[str, int]
+) -> None:
+    session = _open(browser, server, viewport)
+    try:
+        page = session.page
+        _unlock(page)
+        _upload(page, films.pneumonia.png, "pneumonia.png", "image/png")
+        expect(page.get_by_test_id("result")).to_be_visible()
+        expect(page.get_by_test_id("overlay")).to_be_visible()
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= viewport["width"]
+        for view in ("Model", "Worklist"):
+            page.get_by_role("button", name=view).click()
+            assert page.evaluate("() => document.documentElement.scrollWidth") <= viewport["width"], view
+        if viewport == TABLET:
+            page.get_by_role("button", name="Try a film").click()
+            _shot(page, "tablet")
+        session.assert_clean()
+    finally:
+        session.page.context.close()

@@ -1,0 +1,1 @@
+"""The backbone factory and where pretrained weights come from."""

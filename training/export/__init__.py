@@ -1,0 +1,1 @@
+"""From a run folder to a store version: ONNX export with in-graph Grad-CAM, quantisation."""

@@ -1,0 +1,1 @@
+"""Publishing a store version: the release gate and the ACTIVE pointer."""

@@ -1,0 +1,1 @@
+"""Classification metrics and calibration, shared by fitting and evaluation."""

@@ -1,0 +1,1 @@
+"""Grids of runs over settings, their scoring and report."""
