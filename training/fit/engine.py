@@ -199,7 +199,8 @@ def finish(run_dir: Path) -> RunResult:
     The films are read and split again from the run's config, and must give the split it recorded.
     """
     config = TrainConfig.from_sources(run_dir / run_folder.CONFIG_FILE, {})
-    history = json.loads((run_dir / run_folder.HISTORY_JSON).read_text())
+    history_path = run_dir / run_folder.HISTORY_JSON
+    history = json.loads(history_path.read_text()) if history_path.is_file() else []
     if not history or not (run_dir / run_folder.CHECKPOINT).is_file():
         raise FileNotFoundError(f"{run_dir} has no finished epoch and checkpoint to conclude from")
     best = max(history, key=lambda row: row.get("val_auc") or 0.0)

@@ -22,7 +22,7 @@ from tests.factories import SHARED_DATA
 from training.data.dicom_films import HOSPITAL_FILMS, DicomFilm, hospital_dicom
 from training.export import load_split, load_trained_model
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 ADULT = SHARED_DATA / "covid19-radiography224"
 
 
