@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a folder of non-chest images that must be refused too (repeatable)",
     )
     report_parser.add_argument(
-        "--dicom-films", dest="dicom_films", type=int, default=5, help="hospital DICOMs to build (0-5)"
+        "--dicom-films", dest="dicom_films", type=int, default=3, help="hospital DICOMs to build (0-5)"
     )
     quantize_parser = commands.add_parser(
         "quantize",

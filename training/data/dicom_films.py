@@ -41,12 +41,14 @@ class DicomFilm:
         return f"{self.modality} {self.photometric} {self.bits_stored}-bit {self.side}px {syntax}"
 
 
+# The first three cover both photometric interpretations, 12/14/16 bits, JPEG 2000, JPEG-LS and
+# native pixels at 2-2.5k px; the last two are the largest and slowest to build.
 HOSPITAL_FILMS = (
     DicomFilm("CR", "MONOCHROME1", 12, 2500, JPEG2000Lossless),
-    DicomFilm("DX", "MONOCHROME2", 14, 3000, JPEGLSLossless),
-    DicomFilm("CR", "MONOCHROME2", 12, 2048, JPEGLSLossless),
+    DicomFilm("DX", "MONOCHROME2", 16, 2200, JPEGLSLossless),
+    DicomFilm("CR", "MONOCHROME2", 14, 2048, ExplicitVRLittleEndian),
     DicomFilm("DX", "MONOCHROME1", 16, 2800, JPEG2000Lossless),
-    DicomFilm("DX", "MONOCHROME2", 16, 2200, ExplicitVRLittleEndian),
+    DicomFilm("DX", "MONOCHROME2", 14, 3000, JPEGLSLossless),
 )
 
 
