@@ -41,7 +41,7 @@ OPSET = 18
 # The share of training and validation films that get an annotated, shifted copy for the OOD fit.
 ANNOTATED_SHARE = 0.25
 # Training films the OOD Gaussians are fitted on (a seeded draw): enough for 1,280 features with shrinkage.
-OOD_TRAIN_FILMS = 4000
+OOD_TRAIN_FILMS = 2000
 PARITY_TOLERANCE = 1e-4
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from torch import nn
 from service.contract import Calibration, DecisionThreshold
 from training.backbones.factory import create_model
 from training.config import TrainConfig
+from training.data.scan import Sample
+from training.data.split import Split
 from training.data.training_data import TrainingData, load_data
 from training.fit import distributed, run_folder
 from training.fit.trainer import Trainer, predict_logits, resolve_device
@@ -204,11 +207,10 @@ def finish(run_dir: Path) -> RunResult:
     if not history or not (run_dir / run_folder.CHECKPOINT).is_file():
         raise FileNotFoundError(f"{run_dir} has no finished epoch and checkpoint to conclude from")
     best = max(history, key=lambda row: row.get("val_auc") or 0.0)
-    data = load_data(config)
-    recorded = [(row.split, row.path) for row in run_folder.read_split(run_dir)]
-    again = [(name, s.path.resolve()) for name, part in data.split.parts().items() for s in part]
-    if recorded != again:
-        raise RuntimeError(f"{run_dir}: the config no longer gives the split it recorded; cannot conclude")
+    summary_path = run_dir / run_folder.SUMMARY
+    if summary_path.is_file():
+        raise FileExistsError(f"{run_dir} already has its summary; nothing to finish")
+    data = load_data(config, _recorded_split(run_dir, config))
     built = create_model(config.backbone, len(data.class_names), config.weights_request())
     state = torch.load(run_dir / run_folder.CHECKPOINT, map_location="cpu", weights_only=True)
     built.model.load_state_dict(state)
@@ -221,3 +223,16 @@ def finish(run_dir: Path) -> RunResult:
         f"1 process; concluded by `python -m training finish` after {len(history)} epoch(s)",
     )
     return _conclude(config, data, built.model.eval(), run_dir, outcome, write=True)
+
+
+def _recorded_split(run_dir: Path, config: TrainConfig) -> tuple[list[str], Split, str]:
+    """The split the run recorded, as samples, with a description of its sources."""
+    rows = run_folder.read_split(run_dir)
+    class_names = config.class_names or sorted({row.label for row in rows})
+    parts: dict[str, list[Sample]] = {"train": [], "validation": [], "test": []}
+    for row in rows:
+        parts[row.split].append(row.sample(class_names))
+    counts = Counter(row.source or "data" for row in rows)
+    source = "; ".join(f"{name} ({count} films)" for name, count in counts.items())
+    split = Split(parts["train"], parts["validation"], parts["test"])
+    return class_names, split, f"sources: {source} (as recorded in split.csv)"
