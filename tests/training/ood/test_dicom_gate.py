@@ -20,7 +20,7 @@ from service.contract import (
 from service.contract.model_card import CARD_FILENAME, ONNX_FILENAME
 from tests.factories import SHARED_DATA
 from training.data.dicom_films import HOSPITAL_FILMS, DicomFilm, hospital_dicom
-from training.export import load_split, load_trained_model
+from training.fit.checkpoint import load_split, load_trained_model
 
 REPO = Path(__file__).resolve().parents[3]
 ADULT = SHARED_DATA / "covid19-radiography224"
