@@ -4,7 +4,7 @@ Kept apart from the fixed preprocessing contract: the service never augments.
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -50,6 +50,9 @@ class RandAffineIntensity:
         return out
 
 
+# Shifts that keep the frontal layout: the OOD gate is fitted on copies with these only, so cropped
+# and framed films (partial views) stay unlike its films.
+LAYOUT_KEEPING = ("gamma", "gamma-down", "contrast-low", "blur", "sharpen", "noise", "jpeg", "down-up")
 # The acquisition shifts augmentation draws from: name -> (parameter at identity, largest parameter).
 # Ranges reach the benchmark's severity 2-3, so training sees what the benchmark measures.
 ACQUISITION_RANGES: dict[str, tuple[float, float]] = {
@@ -92,16 +95,17 @@ class RandAcquisition:
     burned-in annotations. Then the contract's percentile stretch again, as the service would apply
     it to such a film. The shifts are ``training.data.shifts``' functions, the ones the benchmark grades."""
 
-    def __init__(self, config: AugmentConfig, seed: int) -> None:
+    def __init__(self, config: AugmentConfig, seed: int, shifts: Sequence[str] | None = None) -> None:
         self.config = config
         self.rng = np.random.default_rng(seed)
+        self.shifts = list(shifts or ACQUISITION_RANGES)
 
     def _film(self, plane: shifts.Plane) -> shifts.Plane:
         c = self.config
         out = plane
         touched = False
         if self.rng.random() < c.acquisition:
-            names = self.rng.choice(list(ACQUISITION_RANGES), size=c.acquisition_ops, replace=False)
+            names = self.rng.choice(self.shifts, size=min(c.acquisition_ops, len(self.shifts)), replace=False)
             for name in names:
                 out = _acquire(out, str(name), float(self.rng.random()), int(self.rng.integers(1 << 31)))
             touched = True
