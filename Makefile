@@ -10,9 +10,10 @@ LOCK := requirements.lock
 # Real Helm's library for tests/helm. It declares Python >= 3.12 but works on 3.11, so it is installed
 # here with --ignore-requires-python rather than declared in pyproject.toml.
 HELM_SDK := helm-sdkpy==0.1.32
-# Debian packages the tests drive: chromium for the review page's browser tests. Installed by
-# `make test` where apt-get works as root; elsewhere those tests skip and say why.
-SYSTEM_PACKAGES := chromium
+# Debian packages the tests drive: chromium for the review page's browser tests; Orthanc with its
+# DICOMweb plugin (the PACS) and DCMTK (storescu/echoscu, the modality) for tests/service/pacs.
+# Installed by `make test` where apt-get works as root; elsewhere those tests skip and say why.
+SYSTEM_PACKAGES := chromium orthanc orthanc-dicomweb dcmtk
 
 .PHONY: setup demo test system-packages lint typecheck unit audit lock lock-images clean
 

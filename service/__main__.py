@@ -4,7 +4,6 @@ import logging
 import os
 import sys
 
-import uvicorn
 from pydantic import ValidationError
 
 from service.lifecycle.drain import DrainingServer
@@ -13,7 +12,8 @@ from service.main import create_app
 from service.observability.audit import AuditKeyError
 from service.observability.logs import setup_logging
 from service.security.access import AccessConfigError
-from service.settings import Settings, is_loopback, unknown_cxr_variables
+from service.server import uvicorn_config
+from service.settings import PacsSettings, Settings, is_loopback, unknown_cxr_variables
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ EXIT_STARTUP_FAILED = 3
 def main() -> int:
     try:
         settings = Settings()
+        pacs_settings = PacsSettings()
     except ValidationError as exc:
         # Before logging is set up, and about environment variables only: plain text to stderr.
         print(f"cxr-serve: invalid CXR_* configuration:\n{exc}", file=sys.stderr)
@@ -33,23 +34,14 @@ def main() -> int:
     if unknown:  # names only: values are not logged
         logger.warning("ignoring unknown CXR_* environment variables", extra={"variables": unknown})
     try:
-        app = create_app(settings)
+        app = create_app(settings, pacs_settings)
     except (AccessConfigError, AuditKeyError) as exc:
         # Our own messages: paths and line numbers, never key material.
         logger.critical("refusing to start: %s", exc)
         return EXIT_BAD_SETTINGS
     if not is_loopback(settings.host):
         logger.warning("listening on a non-loopback address (CXR_HOST)", extra={"host": settings.host})
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # keep the JSON handlers installed above
-        log_level=settings.log_level,
-        access_log=False,  # RequestObserver logs each request with its id
-        server_header=False,
-        lifespan="on",  # a lifespan failure (bad model) must stop the process, not be ignored
-    )
+    config = uvicorn_config(app, host=settings.host, port=settings.port, log_level=settings.log_level)
     context = context_of(app)
 
     def begin_drain() -> None:

@@ -13,6 +13,14 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.contract.decoded import (
+    DEFAULT_MAX_DECODED_BYTES,
+    DEFAULT_MAX_DICOM_DEPTH,
+    DEFAULT_MAX_DICOM_ELEMENTS,
+    DEFAULT_MAX_DICOM_HEADER_BYTES,
+    DecodeLimits,
+)
+
 MIB = 1024 * 1024
 LATEST = "latest"
 ACTIVE = "active"
@@ -57,6 +65,56 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(32 * MIB, gt=0, description="Largest accepted file, in bytes.")
     max_pixels: int = Field(50_000_000, gt=0, description="Largest accepted image, width x height.")
+    max_decoded_bytes: int = Field(
+        DEFAULT_MAX_DECODED_BYTES,
+        gt=0,
+        description="Largest image in bytes as the decoder holds it (pixels x channels x bytes per "
+        "sample), checked from the header before decoding: 422 decoded_too_large.",
+    )
+    dicom_max_depth: int = Field(
+        DEFAULT_MAX_DICOM_DEPTH, ge=1, le=64, description="Deepest sequence nesting in a DICOM header (400)."
+    )
+    dicom_max_elements: int = Field(
+        DEFAULT_MAX_DICOM_ELEMENTS,
+        ge=16,
+        le=1_000_000,
+        description="Most data elements (sequence items included) in a DICOM header (400).",
+    )
+    dicom_max_header_bytes: int = Field(
+        DEFAULT_MAX_DICOM_HEADER_BYTES,
+        ge=1024,
+        description="Most bytes of DICOM values other than the pixel data (400).",
+    )
+    max_header_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request line + headers, in bytes: 431 headers_too_large (414 when the "
+        "request line alone is longer).",
+    )
+    max_header_count: int = Field(64, ge=8, le=1000, description="Most header fields in a request: 431.")
+    trim_heap_when_idle: bool = Field(
+        True,
+        description="Call glibc's malloc_trim whenever no prediction is running or queued, so the "
+        "memory of a burst of large films goes back to the OS (reports/bench/upload-memory).",
+    )
+    upload_bytes_in_flight: int = Field(
+        256 * MIB,
+        gt=0,
+        description="Upload bytes held at once across all requests (being received or waiting for a "
+        "slot); past it 503 + Retry-After. Keep it at least max_upload_bytes.",
+    )
+    upload_idle_timeout_s: float = Field(
+        5.0, gt=0.0, le=300.0, description="An upload that sends nothing for this long: 408 upload_too_slow."
+    )
+    upload_min_rate_bps: float = Field(
+        32 * 1024,
+        ge=0.0,
+        description="Average upload rate (bytes/s) required once upload_rate_grace_s has passed: 408.",
+    )
+    upload_rate_grace_s: float = Field(
+        5.0, ge=0.0, le=300.0, description="Seconds an upload may take before the minimum rate applies."
+    )
     overlay_max_side: int = Field(512, ge=16, le=4096, description="Longest side of the Grad-CAM PNG.")
     decision_threshold: float | None = Field(
         None,
@@ -108,9 +166,9 @@ class Settings(BaseSettings):
         16,
         ge=1,
         le=256,
-        description="Predictions holding a slot (upload, decode, waiting for and running the model, "
-        "overlay); others queue. Bounds memory: each holds its upload and its decoded film. Keep it "
-        "at least max_batch_size, or batches never fill.",
+        description="Predictions holding a slot (decode, waiting for and running the model, overlay; "
+        "taken once the upload is complete); others queue. Bounds memory: each holds its decoded "
+        "film. Keep it at least max_batch_size, or batches never fill.",
     )
     decode_threads: int = Field(
         0,
@@ -136,8 +194,8 @@ class Settings(BaseSettings):
         64,
         ge=0,
         le=1024,
-        description="Predictions allowed to wait for a slot before their body is read; beyond that "
-        "503 + Retry-After at once, so a burst never grows memory.",
+        description="Predictions allowed to wait for a slot with their upload read (its bytes counted "
+        "in upload_bytes_in_flight); beyond that 503 + Retry-After at once.",
     )
     request_timeout_s: float = Field(
         30.0,
@@ -170,6 +228,15 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", min_length=1, description="Bind address; loopback unless opened up.")
     port: int = Field(8000, ge=1, le=65535)
     log_level: LogLevel = "info"
+
+    def decode_limits(self) -> DecodeLimits:
+        return DecodeLimits(
+            max_pixels=self.max_pixels,
+            max_decoded_bytes=self.max_decoded_bytes,
+            max_dicom_depth=self.dicom_max_depth,
+            max_dicom_elements=self.dicom_max_elements,
+            max_dicom_header_bytes=self.dicom_max_header_bytes,
+        )
 
     @field_validator("model_name", "model_version")
     @classmethod
@@ -205,7 +272,7 @@ def is_plain_name(value: str) -> bool:
 
 def unknown_cxr_variables(environ: Mapping[str, str]) -> list[str]:
     """Names of CXR_* variables that match no setting: usually a typo that would go unnoticed."""
-    known = {f"CXR_{name.upper()}" for name in Settings.model_fields}
+    known = {f"CXR_{name.upper()}" for name in Settings.model_fields} | pacs_variable_names()
     return sorted(key for key in environ if key.upper().startswith("CXR_") and key.upper() not in known)
 
 
@@ -217,3 +284,147 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
     except ValueError:
         return False  # a host name: it may resolve to any interface
+
+
+# --- the PACS gateway (service/pacs, docs/pacs.md) -------------------------------------------------------
+# Read from the same CXR_ environment, in a class of its own: the gateway is optional, and its
+# settings validate together (a destination needs a spool, TLS needs both halves).
+GIB = 1024 * 1024 * 1024
+_AE_TITLE_CHARS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 !\"#$%&'()*+,-./:;<=>?@[]^_`{|}~"
+)
+
+
+def _ae_title(value: str) -> str:
+    title = value.strip()
+    if not 1 <= len(title) <= 16 or not set(title) <= _AE_TITLE_CHARS:
+        raise ValueError("an AE title is 1-16 printable ASCII characters, no backslash")
+    return title
+
+
+class PacsSettings(BaseSettings):
+    """Where films arrive over DICOM, where they wait, and where the results go."""
+
+    model_config = SettingsConfigDict(env_prefix="CXR_", frozen=True, extra="ignore")
+
+    # --- intake: the C-STORE SCP -------------------------------------------------------------------
+    dicom_port: int | None = Field(
+        None, ge=1, le=65535, description="Start the C-STORE SCP on this port; unset = no DIMSE intake."
+    )
+    dicom_host: str = Field("127.0.0.1", min_length=1, description="Bind address of the SCP.")
+    dicom_ae_title: str = Field("CXR-TRIAGE", description="Our AE title (the called AE modalities use).")
+    dicom_allowed_aes: str = Field(
+        "",
+        description="Comma-separated calling AE titles allowed to associate; empty = any (warned about).",
+    )
+    dicom_allowed_peers: str = Field(
+        "",
+        description="Comma-separated addresses or networks (CIDR) allowed to connect; empty = any.",
+    )
+    dicom_tls_cert: Path | None = Field(None, description="PEM certificate: the SCP speaks DICOM TLS.")
+    dicom_tls_key: Path | None = Field(None, description="PEM private key for dicom_tls_cert.")
+    dicom_tls_ca: Path | None = Field(
+        None, description="PEM CA bundle: with it, a modality must present a certificate it signed."
+    )
+    # --- the durable queue -------------------------------------------------------------------------
+    pacs_spool_dir: Path | None = Field(
+        None,
+        description="Spool for received instances and built results, and the SQLite job table "
+        "(jobs.sqlite3). Needed for DICOM intake; unset = no PACS integration at all.",
+    )
+    pacs_spool_max_bytes: int = Field(
+        10 * GIB, gt=0, description="Bytes of spooled files beyond which intake answers out of resources."
+    )
+    pacs_spool_min_free_bytes: int = Field(
+        512 * 1024 * 1024, ge=0, description="Free disk below which intake answers out of resources."
+    )
+    pacs_retention_s: float = Field(
+        86400.0,
+        ge=0.0,
+        description="Spooled films and results (PHI) are deleted this long after their job is done or "
+        "dead-lettered; the job row (UIDs and result only) stays for the worklist.",
+    )
+    pacs_workers: int = Field(4, ge=1, le=64, description="Films triaged at once (they share micro-batches).")
+    pacs_max_attempts: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Triage attempts (unexpected failures, restarts mid-triage) before a film is "
+        "dead-lettered. A film the contract refuses is dead-lettered at once.",
+    )
+    pacs_poll_s: float = Field(1.0, gt=0.0, le=60.0, description="Idle workers look for work this often.")
+    # --- results back --------------------------------------------------------------------------------
+    pacs_dest_host: str | None = Field(None, description="C-STORE destination host (the PACS).")
+    pacs_dest_port: int | None = Field(None, ge=1, le=65535, description="C-STORE destination port.")
+    pacs_dest_ae_title: str = Field("PACS", description="C-STORE destination AE title (called AE).")
+    pacs_stow_url: str | None = Field(
+        None, description="DICOMweb base URL results are STOW-RS'd to, e.g. http://pacs:8042/dicom-web."
+    )
+    pacs_retry_base_s: float = Field(
+        5.0, gt=0.0, le=3600.0, description="First delivery retry after this long; doubles each time."
+    )
+    pacs_retry_max_s: float = Field(300.0, gt=0.0, le=86400.0, description="Longest wait between retries.")
+    pacs_stow_max_bytes: int = Field(
+        128 * 1024 * 1024,
+        gt=0,
+        description="Largest STOW-RS request body; each instance also obeys CXR_MAX_UPLOAD_BYTES, and the "
+        "body counts against CXR_UPLOAD_BYTES_IN_FLIGHT (keep this below it).",
+    )
+
+    @field_validator("dicom_ae_title", "pacs_dest_ae_title")
+    @classmethod
+    def _check_ae_title(cls, value: str) -> str:
+        return _ae_title(value)
+
+    @field_validator("dicom_allowed_aes")
+    @classmethod
+    def _check_ae_list(cls, value: str) -> str:
+        for title in _split(value):
+            _ae_title(title)
+        return value
+
+    @field_validator("dicom_allowed_peers")
+    @classmethod
+    def _check_networks(cls, value: str) -> str:
+        for network in _split(value):
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PacsSettings":
+        if self.pacs_spool_dir is None and (self.dicom_port is not None or self.destination_configured):
+            raise ValueError("CXR_DICOM_PORT and the CXR_PACS_DEST_*/STOW settings need CXR_PACS_SPOOL_DIR")
+        if (self.pacs_dest_host is None) != (self.pacs_dest_port is None):
+            raise ValueError("set both CXR_PACS_DEST_HOST and CXR_PACS_DEST_PORT, or neither")
+        if (self.dicom_tls_cert is None) != (self.dicom_tls_key is None):
+            raise ValueError("set both CXR_DICOM_TLS_CERT and CXR_DICOM_TLS_KEY, or neither")
+        if self.dicom_tls_ca is not None and self.dicom_tls_cert is None:
+            raise ValueError("CXR_DICOM_TLS_CA needs CXR_DICOM_TLS_CERT and CXR_DICOM_TLS_KEY")
+        if self.pacs_stow_url is not None and not self.pacs_stow_url.startswith(("http://", "https://")):
+            raise ValueError("CXR_PACS_STOW_URL must be an http:// or https:// URL")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.pacs_spool_dir is not None
+
+    @property
+    def destination_configured(self) -> bool:
+        return self.pacs_dest_host is not None or self.pacs_stow_url is not None
+
+    @property
+    def allowed_aes(self) -> list[str]:
+        return [title.strip() for title in _split(self.dicom_allowed_aes)]
+
+    @property
+    def allowed_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(network, strict=False) for network in _split(self.dicom_allowed_peers)]
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def pacs_variable_names() -> frozenset[str]:
+    """The ``CXR_*`` names ``PacsSettings`` reads."""
+    return frozenset(f"CXR_{name.upper()}" for name in PacsSettings.model_fields)

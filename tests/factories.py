@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
@@ -297,4 +298,44 @@ def dicomdir_bytes() -> bytes:
     directory.DirectoryRecordSequence = [record]
     buffer = io.BytesIO()
     directory.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def nested_sequence_element(tag: int, depth: int, leaf_value: bytes = b"Zz^Q") -> bytes:
+    """Explicit VR LE bytes of element ``tag`` encoded as a sequence nested ``depth`` deep (defined
+    lengths), each item holding the same tag again, the innermost a plain PN value."""
+    element = struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, b"PN", len(leaf_value)) + leaf_value
+    for _ in range(depth):
+        item = struct.pack("<HHI", 0xFFFE, 0xE000, len(element)) + element
+        element = struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, b"SQ", 0, len(item)) + item
+    return element
+
+
+def nested_patient_name_dicom(plane: npt.NDArray[np.float64], depth: int) -> bytes:
+    """A valid film whose PatientName (0010,0010) is a sequence nested ``depth`` deep: the 59 KB
+    upload that once made the SC/SR builders grow to 24 GB (issue 15)."""
+    ds = dicom_dataset(plane)
+    del ds.PatientName
+    data = dicom_bytes(ds)
+    at = dicom_element_offset(data, 0x00100020)  # PatientID: PatientName belongs right before it
+    return data[:at] + nested_sequence_element(0x00100010, depth) + data[at:]
+
+
+def dicom_element_flood(plane: npt.NDArray[np.float64], count: int) -> bytes:
+    """A valid film with ``count`` empty private elements (group 0009, 8 bytes each: 20,000 take
+    160 KB) between its group 0008 and its PatientName."""
+    data = dicom_bytes(dicom_dataset(plane))
+    offset = dicom_element_offset(data, 0x00100010)
+    creator = struct.pack("<HH2sH", 0x0009, 0x0010, b"LO", 4) + b"FLOD"
+    elements = b"".join(struct.pack("<HH2sH", 0x0009, 0x1000, b"LO", 0) for _ in range(count))
+    return data[:offset] + creator + elements + data[offset:]
+
+
+def raw_dicom_dataset(ds: Dataset, *, implicit: bool) -> bytes:
+    """``ds`` written by pydicom as a bare dataset (no preamble, no 'DICM', no file meta), little
+    endian, as older modalities and archives write them."""
+    bare = Dataset()
+    bare.update(ds)
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, bare, implicit_vr=implicit, little_endian=True, enforce_file_format=False)
     return buffer.getvalue()

@@ -20,8 +20,9 @@ LAYERS = {
         ["security", "store"],
         ["inference"],
         ["lifecycle"],
+        ["pacs"],
         ["api"],
-        ["main"],
+        ["main", "server"],
         ["__main__"],
     ],
     "training": [

@@ -1,6 +1,6 @@
 """The typed FastAPI dependencies that hand the per-app state (``service.lifecycle.state``) to routes."""
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from anyio import CapacityLimiter
 from fastapi import Depends, Request
@@ -8,8 +8,10 @@ from fastapi import Depends, Request
 from service.errors import ServiceError
 from service.inference.admission import Admission
 from service.inference.runtime import ModelRuntime
+from service.inference.upload_budget import UploadBudget
 from service.lifecycle.state import AppContext, context_of
 from service.observability.metrics import Metrics
+from service.pacs.gateway import Gateway
 from service.settings import Settings
 
 
@@ -48,8 +50,28 @@ async def get_limiter(context: ContextDep) -> CapacityLimiter:
     return context.limiter
 
 
+async def get_uploads(context: ContextDep) -> UploadBudget:
+    if context.uploads is None:
+        raise ServiceError("model_not_loaded", "The service is not started.", 503)
+    return context.uploads
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
 LimiterDep = Annotated[CapacityLimiter, Depends(get_limiter)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
+UploadsDep = Annotated[UploadBudget, Depends(get_uploads)]
+
+
+async def get_gateway(request: Request) -> Gateway:
+    """The PACS gateway (``service.pacs``), set on ``app.state.pacs`` by the lifespan when configured."""
+    gateway = getattr(request.app.state, "pacs", None)
+    if gateway is None:
+        raise ServiceError(
+            "pacs_not_configured", "DICOM intake is off: CXR_PACS_SPOOL_DIR is not set, or not started.", 503
+        )
+    return cast(Gateway, gateway)
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]

@@ -48,7 +48,7 @@ def install_exception_handlers(app: FastAPI, metrics: Metrics) -> None:
         logger.info("input rejected", extra={"code": exc.code, "status": exc.status})
         # A body refused mid-stream leaves unread bytes on the connection: close it rather than let
         # the client go on sending into a request that is already answered.
-        headers = {"Connection": "close"} if exc.status == 413 else None
+        headers = {"Connection": "close"} if exc.status in (408, 413) else None
         return error_response(exc.code, exc.detail, exc.status, headers=headers)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:

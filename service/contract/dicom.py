@@ -14,19 +14,20 @@ import numpy.typing as npt
 import pydicom
 import pydicom.config
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import generate_frames
-from pydicom.filereader import read_dataset
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 from pydicom.pixels.utils import get_expected_length
-from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, MediaStorageDirectoryStorage, RLELossless
 
 from service.contract.codestream import BOUNDED_OUTPUT, HEADER_CHECKED, JPEG_EOI, JPEG_FAMILY, frame_header
 from service.contract.decoded import DecodedImage, DecodeLimits, DicomInfo, check_pixel_budget
+from service.contract.dicom_header import DicomLayout, check_header, dicom_layout
 from service.contract.errors import InputError
-from service.contract.sniff import DICOM_MAGIC, DICOM_MAGIC_OFFSET, SourceFormat
+from service.contract.raster import rgb_luminance
+from service.contract.sniff import DICOM_MAGIC_OFFSET, SourceFormat, is_part10
+from service.contract.uids import valid_uid
 
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
@@ -38,7 +39,6 @@ CHEST_BODY_PARTS = frozenset({"CHEST", "THORAX", "LUNG", "PORT CHEST"})
 FRONTAL_VIEWS = frozenset({"PA", "AP"})
 _MONOCHROME = frozenset({"MONOCHROME1", "MONOCHROME2"})
 _COLOUR = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"})
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _PIXEL_DATA_TAG_LE = b"\xe0\x7f\x10\x00"  # (7FE0,0010) as little-endian group, element
@@ -62,17 +62,43 @@ _INFLATED_HEADER_ALLOWANCE = 1 << 20
 _INFLATE_CHUNK = 1 << 20
 
 
-def decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
-    _check_preamble(data[:DICOM_MAGIC_OFFSET])
-    _check_inflated_size(data, limits)
+def read_dicom(data: bytes, limits: DecodeLimits, *, stop_before_pixels: bool = False) -> Dataset:
+    """A Part 10 file or a raw dataset, parsed by pydicom only once its metadata is known to be
+    within ``limits`` (sequence depth, element count, non-pixel bytes) and not truncated.
+
+    A raw dataset gets a file meta holding the transfer syntax inferred from its first element."""
+    if is_part10(data):
+        _check_preamble(data[:DICOM_MAGIC_OFFSET])
+    layout = dicom_layout(data)
+    if layout.transfer_syntax is None:
+        raise InputError("corrupt_dicom", "The DICOM file meta names no transfer syntax.")
+    _check_inflated_size(data, layout, limits)
+    summary = check_header(data, layout, limits)
+    if layout.inferred and summary.encapsulated_pixels:
+        raise InputError(
+            "unsupported_transfer_syntax",
+            "This DICOM dataset has no file meta, so nothing says how its compressed pixel data is "
+            "encoded; send it as a Part 10 file (with preamble and file meta).",
+            422,
+        )
     try:
-        ds = pydicom.dcmread(io.BytesIO(data))
+        ds = pydicom.dcmread(
+            io.BytesIO(data), force=not is_part10(data), stop_before_pixels=stop_before_pixels
+        )
     except Exception as exc:  # hostile bytes raise struct.error, BytesLengthException, ... too
         raise InputError("corrupt_dicom", "The DICOM file could not be parsed.") from exc
-    # pydicom stops quietly at end of file, so a cut-off upload or garbage after 'DICM' would
-    # otherwise read as a valid object with no Pixel Data (422) instead of a corrupt file (400).
+    if layout.inferred:
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = UID(layout.transfer_syntax)
+    # pydicom stops quietly at end of file: the walk above refuses a cut-off file; this stays as a
+    # second line in case pydicom's reading and the walk ever disagree.
     if "TransferSyntaxUID" not in ds.file_meta or _truncated(ds.file_meta) or _truncated(ds):
         raise InputError("corrupt_dicom", "The DICOM file is truncated or its header is invalid.")
+    return ds
+
+
+def decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
+    ds = read_dicom(data, limits)
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS) and _PIXEL_DATA_TAG_LE in data:
         # pydicom drops a Pixel Data element cut off by the end of the file; the tag is still there.
         raise InputError("corrupt_dicom", "The DICOM pixel data is truncated.")
@@ -106,17 +132,22 @@ def _check_acceptable(ds: Dataset, limits: DecodeLimits) -> DicomInfo:
                 f"Photometric interpretation {_echo(photometric)} is not supported.",
                 422,
             )
-        check_pixel_budget(int(ds.Columns), int(ds.Rows), limits)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bytes_per_sample = (int(ds.get("BitsAllocated", 8) or 8) + 7) // 8
+        check_pixel_budget(int(ds.Columns), int(ds.Rows), limits, samples * bytes_per_sample)
         transfer_syntax = UID(str(ds.file_meta.TransferSyntaxUID))
         _check_native_length(ds, transfer_syntax)
         _check_compressed_frame(ds, transfer_syntax)
+        study_uid, study_warning = _uid(ds, "StudyInstanceUID", "invalid_study_instance_uid")
+        sop_uid, sop_warning = _uid(ds, "SOPInstanceUID", "invalid_sop_instance_uid")
         return DicomInfo(
-            study_instance_uid=_uid(ds, "StudyInstanceUID"),
-            sop_instance_uid=_uid(ds, "SOPInstanceUID"),
+            study_instance_uid=study_uid,
+            sop_instance_uid=sop_uid,
             modality=modality,
             photometric_interpretation=photometric,
             transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
             bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 8))),
+            warnings=tuple(warning for warning in (study_warning, sop_warning) if warning),
         )
     except InputError:
         raise
@@ -135,25 +166,14 @@ def _check_preamble(preamble: bytes) -> None:
             )
 
 
-def _past_file_meta(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return tag >> 16 != 2
-
-
-def _check_inflated_size(data: bytes, limits: DecodeLimits) -> None:
+def _check_inflated_size(data: bytes, layout: DicomLayout, limits: DecodeLimits) -> None:
     """Refuse a deflated dataset that would inflate past what the pixel budget allows, in 1 MiB
     steps that are counted and dropped, before pydicom inflates it whole."""
-    stream = io.BytesIO(data)
-    stream.seek(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))
-    try:
-        meta = read_dataset(stream, is_implicit_VR=False, is_little_endian=True, stop_when=_past_file_meta)
-        deflated = str(meta.get("TransferSyntaxUID", "")).strip("\0 ") == DeflatedExplicitVRLittleEndian
-    except Exception:  # a broken file meta is reported by the full parse that follows
-        return
-    if not deflated:
+    if layout.transfer_syntax != DeflatedExplicitVRLittleEndian:
         return
     cap = limits.max_pixels * _INFLATED_BYTES_PER_PIXEL + _INFLATED_HEADER_ALLOWANCE
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    pending, inflated = data[stream.tell() :], 0
+    pending, inflated = data[layout.dataset_offset :], 0
     try:
         while pending and not inflater.eof and inflated <= cap:
             inflated += len(inflater.decompress(pending, _INFLATE_CHUNK))
@@ -281,9 +301,13 @@ def _echo(value: str) -> str:
     return value if _CODE_STRING.fullmatch(value) else "(unrecognised value)"
 
 
-def _uid(ds: Dataset, keyword: str) -> str | None:
+def _uid(ds: Dataset, keyword: str, warning: str) -> tuple[str | None, str | None]:
+    """The UID if present and valid; an invalid one is dropped (never echoed) with ``warning``."""
     value = ds.get(keyword)
-    return str(value) if value else None
+    if value is None or value == "":
+        return None, None
+    uid = valid_uid(value)
+    return uid, None if uid is not None else warning
 
 
 def _pixels(ds: Dataset, info: DicomInfo) -> npt.NDArray[np.float32]:
@@ -316,7 +340,7 @@ def _pixels(ds: Dataset, info: DicomInfo) -> npt.NDArray[np.float32]:
         raise InputError("corrupt_dicom", f"Unexpected pixel array shape {raw.shape}.")
     if info.photometric_interpretation in _COLOUR:
         # pydicom has already converted YBR to RGB.
-        return np.ascontiguousarray(raw.astype(np.float32) @ _LUMA, dtype=np.float32)
+        return rgb_luminance(raw)
     try:
         values = apply_modality_lut(raw, ds)
         if "WindowCenter" in ds or "VOILUTSequence" in ds:

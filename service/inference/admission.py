@@ -1,19 +1,22 @@
 """Admission control for predictions: a bounded queue in front of the slots, and one deadline each.
 
-A prediction takes a slot *before* its body is read and keeps it through decode and inference, so
-at most ``max_concurrent_predictions`` uploads and decoded films are in memory at once. Up to
-``max_queued`` more wait holding nothing but their connection; anything beyond is answered 503 with
-``Retry-After`` at once, so a burst costs a few bytes per refused request, never a film.
+A prediction takes a slot once its body is complete (reading it is waiting on the network, bounded
+by its own budget: ``service.api.upload``, ``upload_budget``) and keeps it through decode and
+inference, so at most ``max_concurrent_predictions`` decoded films are in memory at once. Up to
+``max_queued`` more wait holding their upload (counted in ``CXR_UPLOAD_BYTES_IN_FLIGHT``);
+anything beyond is answered 503 with ``Retry-After`` at once.
 
 The deadline (``CXR_REQUEST_TIMEOUT_S``) runs from arrival and covers every step. Running out:
 - while queued: 503 ``overloaded`` + Retry-After (nothing was started; safe to retry);
-- while the upload is read: 408 ``request_timeout`` and the connection is closed - a client
-  trickling its body loses its slot, and the others never wait on it;
+- while the upload is read: 408 ``request_timeout`` and the connection is closed (a trickling
+  client is usually cut off sooner, by the upload's minimum rate: 408 ``upload_too_slow``); it never
+  held a slot, so the others never waited on it;
 - during decode and inference: 504 ``deadline_exceeded``. Those run on a worker thread that cannot
   be interrupted, so the answer comes when the thread returns; the slot is held until then, which
   keeps the memory bound true.
 """
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -75,11 +78,16 @@ class Deadline:
 class Admission:
     """At most ``running`` requests hold a slot and ``queued`` wait for one; the rest get 503 at once."""
 
-    def __init__(self, running: int, queued: int, metrics: Metrics) -> None:
+    def __init__(
+        self, running: int, queued: int, metrics: Metrics, on_idle: Callable[[], object] | None = None
+    ) -> None:
         self._slots = anyio.Semaphore(running)
         self._max_waiting = queued
         self._waiting = 0
+        self._running = 0
         self._metrics = metrics
+        self._on_idle = on_idle  # sync, run on a worker thread when the last prediction leaves
+        self._idle_task: set[object] = set()
 
     @asynccontextmanager
     async def slot(self, deadline: Deadline) -> AsyncIterator[None]:
@@ -89,11 +97,23 @@ class Admission:
         except anyio.WouldBlock:
             await self._wait(deadline)
         self._metrics.admission_running.inc()
+        self._running += 1
         try:
             yield
         finally:
+            self._running -= 1
             self._metrics.admission_running.dec()
             self._slots.release()
+            if self._running == 0 and self._waiting == 0 and self._on_idle is not None:
+                self._went_idle(self._on_idle)
+
+    def _went_idle(self, on_idle: Callable[[], object]) -> None:
+        """Run ``on_idle`` on a worker thread, once at a time, without making anyone wait for it."""
+        if self._idle_task:
+            return
+        future = asyncio.get_running_loop().run_in_executor(None, on_idle)
+        self._idle_task.add(future)
+        future.add_done_callback(self._idle_task.discard)
 
     async def _wait(self, deadline: Deadline) -> None:
         if self._waiting >= self._max_waiting:

@@ -149,10 +149,15 @@ class ModelRuntime:
     def class_names(self) -> list[str]:
         return list(self.card.class_names)
 
-    def prepare(self, data: bytes, max_pixels: int) -> tuple[npt.NDArray[np.float32], DecodedImage]:
-        """Uploaded bytes -> this model's input, through the contract training uses for its datasets."""
+    def prepare(
+        self, data: bytes, max_pixels: int | None = None, limits: DecodeLimits | None = None
+    ) -> tuple[npt.NDArray[np.float32], DecodedImage]:
+        """Uploaded bytes -> this model's input, through the contract training uses for its datasets.
+        ``limits`` (all decode limits) wins over ``max_pixels`` (the pixel cap, other limits default)."""
+        if limits is None:
+            limits = DecodeLimits() if max_pixels is None else DecodeLimits(max_pixels=max_pixels)
         contract = self.card.pixel_contract
-        return load_model_input(data, contract.height, contract.width, DecodeLimits(max_pixels=max_pixels))
+        return load_model_input(data, contract.height, contract.width, limits)
 
     def infer(self, image: npt.NDArray[np.float32]) -> Inference:
         """Run one preprocessed film ``[1, H, W]`` now, on the calling thread, unbatched."""

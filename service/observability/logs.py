@@ -15,7 +15,6 @@ Three rules keep protected health information (PHI) out of the logs:
 import json
 import logging
 import sys
-import traceback
 import warnings
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -32,6 +31,12 @@ _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__di
     "color_message",  # uvicorn's ANSI-coloured duplicate of msg
 }
 _MAX_CHAIN = 5
+# A RecursionError once wrote a 100 KB line of 1,017 frames. The first and last frames say where it
+# started and where it died; a line never exceeds MAX_LINE_CHARS, whatever a caller puts in it.
+_HEAD_FRAMES = 8
+_TAIL_FRAMES = 8
+MAX_LINE_CHARS = 8192
+_MAX_FIELD_CHARS = 512
 _DEBUG_LOGGERS = frozenset({"service", "uvicorn"})
 
 
@@ -43,7 +48,7 @@ def _exception_chain(
     seen: set[int] = set()
     current_type, current, current_tb = exc_type, exc, tb
     while current_type is not None and len(chain) < _MAX_CHAIN:
-        frames = [f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(current_tb)]
+        frames = _capped_frames(current_tb)
         chain.append({"type": f"{current_type.__module__}.{current_type.__qualname__}", "frames": frames})
         if current is None:
             break
@@ -53,6 +58,52 @@ def _exception_chain(
             break
         current_type, current, current_tb = type(nxt), nxt, nxt.__traceback__
     return chain
+
+
+def _capped_frames(tb: TracebackType | None) -> list[str]:
+    """The first and last frames of a traceback, walked without formatting the middle of a deep one."""
+    entries: list[TracebackType] = []
+    skipped = 0
+    while tb is not None:
+        entries.append(tb)
+        if len(entries) > _HEAD_FRAMES + _TAIL_FRAMES:
+            del entries[_HEAD_FRAMES]
+            skipped += 1
+        tb = tb.tb_next
+    frames = [
+        f"{t.tb_frame.f_code.co_filename}:{t.tb_lineno} in {t.tb_frame.f_code.co_name}" for t in entries
+    ]
+    if skipped:
+        frames.insert(_HEAD_FRAMES, f"... {skipped} frames omitted ...")
+    return frames
+
+
+def _shortened(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > _MAX_FIELD_CHARS:
+        return value[:_MAX_FIELD_CHARS] + "...(truncated)"
+    if isinstance(value, list | tuple):
+        return [_shortened(item) for item in value[:32]]
+    if isinstance(value, dict):
+        return {key: _shortened(item) for key, item in list(value.items())[:32]}
+    return value
+
+
+def cap_line(payload: dict[str, Any]) -> str:
+    """The payload as one JSON line of at most ``MAX_LINE_CHARS``: long fields are cut first, then
+    everything but the fixed keys is dropped."""
+    line = json.dumps(payload, default=str, ensure_ascii=False)
+    if len(line) <= MAX_LINE_CHARS:
+        return line
+    line = json.dumps(_shortened(payload), default=str, ensure_ascii=False)
+    if len(line) <= MAX_LINE_CHARS:
+        return line
+    kept: dict[str, Any] = {
+        key: _shortened(payload[key])
+        for key in ("ts", "level", "logger", "msg", "request_id")
+        if key in payload
+    }
+    kept["truncated"] = True
+    return json.dumps(kept, default=str, ensure_ascii=False)[:MAX_LINE_CHARS]
 
 
 class JsonFormatter(logging.Formatter):
@@ -73,7 +124,7 @@ class JsonFormatter(logging.Formatter):
                 payload[key] = value
         if record.exc_info and record.exc_info[0] is not None:
             payload["exception"] = _exception_chain(*record.exc_info)
-        return json.dumps(payload, default=str, ensure_ascii=False)
+        return cap_line(payload)
 
 
 class _OwnDebugOnly(logging.Filter):
@@ -115,5 +166,9 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
     # The access log would duplicate our request line, minus the request id.
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("pydicom").disabled = True
+    # python-multipart's parse warnings quote the body byte that broke the parse ("got %r").
+    # ``disabled`` is not inherited, a level is: python_multipart.multipart logs through the parent's.
+    for name in ("python_multipart", "multipart"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
     logging.getLogger("PIL").setLevel(logging.WARNING)  # belt and braces: its debug quotes EXIF values
     warnings.showwarning = _show_warning_without_message

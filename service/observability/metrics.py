@@ -86,12 +86,17 @@ class Metrics:
         )
         self.admission_running = Gauge(
             "cxr_admission_running",
-            "Predictions holding a slot: reading their upload, decoding or running the model.",
+            "Predictions holding a slot: decoding, running the model or building the answer.",
             registry=self.registry,
         )
         self.admission_waiting = Gauge(
             "cxr_admission_waiting",
-            "Predictions queued for a slot (their upload not yet read).",
+            "Predictions queued for a slot, their upload read.",
+            registry=self.registry,
+        )
+        self.upload_bytes_in_flight = Gauge(
+            "cxr_upload_bytes_in_flight",
+            "Upload bytes reserved by requests receiving their body or waiting for a slot.",
             registry=self.registry,
         )
         self.admission_rejected = Counter(

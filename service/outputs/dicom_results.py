@@ -9,7 +9,9 @@ in the source's study.
   Report, built with highdicom (whose template constructors check the content tree).
 
 Both return DICOM Part 10 bytes (128-byte preamble, ``DICM``, Explicit VR Little Endian). Each object
-opens a new series in the source's study, copies the Patient and Study attributes verbatim, and
+opens a new series in the source's study, copies the Patient and Study attributes (an explicit list,
+each rebuilt from a plain value of its standard VR and bounded length, never the source's element, so
+hostile metadata such as a PatientName encoded as a deep sequence never reaches the writer), and
 references the source instance (SC: Source Image Sequence; SR: Current Requested Procedure Evidence
 Sequence and IMAGE content items).
 
@@ -39,7 +41,6 @@ decision-support statement   (121106, DCM, "Comment")
 ============================ ============================================================
 """
 
-import copy
 import io
 import logging
 import re
@@ -49,15 +50,19 @@ from datetime import datetime
 import highdicom as hd
 import numpy as np
 import numpy.typing as npt
-import pydicom
 from highdicom.sr import CodedConcept
 from PIL import Image
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from service.contract import InputError
+from service.contract import DecodeLimits, InputError, SourceFormat
+from service.contract.dicom import read_dicom
+from service.contract.sniff import sniff_format
+from service.contract.uids import valid_uid
 
 # highdicom logs the source's SOP Instance UID at INFO while building an SR; no DICOM value may reach
 # the service's logs, so only its warnings and errors are let through.
@@ -99,6 +104,10 @@ _TYPE2_KEYWORDS = (
     "StudyID",
 )
 _LO_MAX = 64  # Long String
+# Longest value copied from the source (a PN of three 64-character groups fits); longer ones are
+# left out of the result rather than cut, since a cut name or ID would be a different one.
+_MAX_COPIED_CHARS = 256
+_MAX_CHARSET_VALUES = 3  # ISO 2022 code extensions: a default set and two more
 _ST_MAX = 1024  # Short Text
 _CODE_VALUE_SAFE = re.compile(r"[^A-Z0-9_.-]+")
 
@@ -117,10 +126,16 @@ QUALITATIVE_EVALUATIONS = CodedConcept("C0034375", "UMLS", "Qualitative Evaluati
 
 
 def build_secondary_capture(
-    source: bytes, overlay_png: bytes, *, model_name: str, model_version: str, class_name: str
+    source: bytes,
+    overlay_png: bytes,
+    *,
+    model_name: str,
+    model_version: str,
+    class_name: str,
+    limits: DecodeLimits | None = None,
 ) -> bytes:
     """The Grad-CAM overlay PNG as a Secondary Capture Image in the source's study, new series."""
-    src = _read_source(source)
+    src = _read_source(source, limits)
     study_uid, sop_class_uid, sop_instance_uid = _required_uids(src)
     pixels = _rgb_pixels(overlay_png)
     statement = (
@@ -137,8 +152,9 @@ def build_secondary_capture(
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = SC_SERIES_NUMBER
     ds.SeriesDescription = _lo(f"Grad-CAM {class_name} - {model_name} {model_version}")
-    if "BodyPartExamined" in src:
-        ds.add(copy.deepcopy(src["BodyPartExamined"]))
+    body_part = _copyable(src, "BodyPartExamined")
+    if body_part is not None:
+        ds.BodyPartExamined = body_part
     ds.ConversionType = "WSD"  # workstation: a derived image drawn by software
     ds.Manufacturer = MANUFACTURER
     ds.ManufacturerModelName = _lo(model_name)
@@ -148,10 +164,7 @@ def build_secondary_capture(
     ds.SecondaryCaptureDeviceSoftwareVersions = _lo(model_version)
     # General Image / SC Image: the overlay is the film resized, so the film's orientation still holds.
     ds.InstanceNumber = 1
-    if "PatientOrientation" in src:
-        ds.add(copy.deepcopy(src["PatientOrientation"]))
-    else:
-        ds.PatientOrientation = None
+    ds.PatientOrientation = _copyable(src, "PatientOrientation", max_values=2)
     ds.ContentDate, ds.ContentTime = ds.InstanceCreationDate, ds.InstanceCreationTime
     ds.DateOfSecondaryCapture, ds.TimeOfSecondaryCapture = ds.ContentDate, ds.ContentTime
     ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
@@ -168,9 +181,10 @@ def _reference_source(ds: Dataset, src: Dataset, sop_class_uid: str, sop_instanc
     """General Reference and Common Instance Reference: the source image and its series."""
     purpose = _code_item(codes.DCM.SourceImageForImageProcessingOperation)
     ds.SourceImageSequence = [_sop_reference(sop_class_uid, sop_instance_uid, purpose=purpose)]
-    if "SeriesInstanceUID" in src and src.SeriesInstanceUID:
+    source_series = valid_uid(src.get("SeriesInstanceUID"))
+    if source_series:
         series = Dataset()
-        series.SeriesInstanceUID = src.SeriesInstanceUID
+        series.SeriesInstanceUID = source_series
         series.ReferencedInstanceSequence = [_sop_reference(sop_class_uid, sop_instance_uid)]
         ds.ReferencedSeriesSequence = [series]
 
@@ -199,6 +213,7 @@ def build_structured_report(
     positive_class: str | None,
     model_name: str,
     model_version: str,
+    limits: DecodeLimits | None = None,
 ) -> bytes:
     """The classification as a Comprehensive SR (TID 1500) in the source's study, new series.
 
@@ -211,9 +226,9 @@ def build_structured_report(
         raise ValueError("predicted_class is not one of the classes in probabilities")
     if threshold is not None and positive_class not in probabilities:
         raise ValueError("a threshold needs a positive_class that is one of the classes in probabilities")
-    src = _read_source(source)
+    src = _read_source(source, limits)
     study_uid, sop_class_uid, sop_instance_uid = _required_uids(src)
-    series_uid = str(src.get("SeriesInstanceUID", "") or "")
+    series_uid = valid_uid(src.get("SeriesInstanceUID")) or ""
     if not series_uid:
         raise InputError(
             "dicom_output_unavailable",
@@ -339,28 +354,34 @@ def _comprehensive_sr(
         ) from exc
 
 
-def _read_source(source: bytes) -> Dataset:
+def _read_source(source: bytes, limits: DecodeLimits | None) -> Dataset:
+    """The source's header under the contract's metadata limits (depth, elements, bytes)."""
     try:
-        ds = pydicom.dcmread(io.BytesIO(source), stop_before_pixels=True)
-    except Exception as exc:  # a PNG/JPEG upload raises InvalidDicomError; hostile bytes, anything
+        is_dicom = sniff_format(source) is SourceFormat.DICOM
+    except InputError:
+        is_dicom = False
+    if not is_dicom:
         raise InputError(
-            "dicom_output_unavailable",
-            "DICOM results can only be made for a DICOM upload.",
-            422,
-        ) from exc
-    return ds
+            "dicom_output_unavailable", "DICOM results can only be made for a DICOM upload.", 422
+        )
+    return read_dicom(source, limits or DecodeLimits(), stop_before_pixels=True)
+
+
+def _source_uid(src: Dataset, keyword: str, meta_keyword: str) -> str | None:
+    meta = getattr(src, "file_meta", Dataset())
+    return valid_uid(src.get(keyword)) or valid_uid(meta.get(meta_keyword))
 
 
 def _required_uids(src: Dataset) -> tuple[str, str, str]:
-    """(study, SOP class, SOP instance) UIDs of the source; the file meta stands in for the dataset."""
-    meta = getattr(src, "file_meta", Dataset())
-    study = str(src.get("StudyInstanceUID", "") or "")
-    sop_class = str(src.get("SOPClassUID", "") or meta.get("MediaStorageSOPClassUID", "") or "")
-    sop_instance = str(src.get("SOPInstanceUID", "") or meta.get("MediaStorageSOPInstanceUID", "") or "")
+    """(study, SOP class, SOP instance) UIDs of the source; the file meta stands in for the dataset.
+    Each must be one valid UID (PS3.5 9.1): a result object must not carry the source's junk."""
+    study = valid_uid(src.get("StudyInstanceUID"))
+    sop_class = _source_uid(src, "SOPClassUID", "MediaStorageSOPClassUID")
+    sop_instance = _source_uid(src, "SOPInstanceUID", "MediaStorageSOPInstanceUID")
     if not (study and sop_class and sop_instance):
         raise InputError(
             "dicom_output_unavailable",
-            "The DICOM upload lacks a Study Instance UID, SOP Class UID or SOP Instance UID, "
+            "The DICOM upload lacks a valid Study Instance UID, SOP Class UID or SOP Instance UID, "
             "so no result object can reference it.",
             422,
         )
@@ -398,10 +419,34 @@ def _set_character_set(ds: Dataset, src: Dataset, texts: Iterable[str]) -> None:
     Copied elements hold decoded strings, so pydicom re-encodes them in whichever set is chosen.
     """
     if all(text.isascii() for text in texts):
-        if "SpecificCharacterSet" in src:
-            ds.add(copy.deepcopy(src["SpecificCharacterSet"]))
+        charset = _copyable(src, "SpecificCharacterSet", max_values=_MAX_CHARSET_VALUES)
+        if charset is not None:
+            ds.SpecificCharacterSet = charset
     else:
         ds.SpecificCharacterSet = "ISO_IR 192"
+
+
+def _copyable(src: Dataset, keyword: str, *, max_values: int = 1) -> str | list[str] | None:
+    """The value of ``keyword`` rebuilt from plain strings, if the source holds it with its standard
+    VR, at most ``max_values`` values and ``_MAX_COPIED_CHARS`` characters; otherwise None.
+
+    Only these rebuilt values reach a result object, never the source's element: a PatientName
+    encoded as a sequence, a UID holding a name, a 1 MB Study Description stay behind."""
+    if keyword not in src:
+        return None
+    element = src[keyword]
+    if dictionary_VR(keyword) != element.VR or element.VR == "SQ":
+        return None
+    value = element.value
+    values = list(value) if isinstance(value, MultiValue) else [value]
+    if not values or len(values) > max_values:
+        return None
+    texts = ["" if item is None else str(item) for item in values]
+    if sum(len(text) for text in texts) > _MAX_COPIED_CHARS:
+        return None
+    if element.VR == "UI" and not all(valid_uid(text) for text in texts if text):
+        return None
+    return texts[0] if max_values == 1 else texts
 
 
 def _copy_patient_and_study(src: Dataset, ds: Dataset) -> None:
@@ -409,8 +454,9 @@ def _copy_patient_and_study(src: Dataset, ds: Dataset) -> None:
         if keyword not in ds:
             setattr(ds, keyword, None)
     for keyword in PATIENT_STUDY_KEYWORDS:
-        if keyword in src:
-            ds.add(copy.deepcopy(src[keyword]))
+        value = _copyable(src, keyword)
+        if value is not None:
+            setattr(ds, keyword, value)
 
 
 def _sop_reference(sop_class_uid: str, sop_instance_uid: str, *, purpose: Dataset | None = None) -> Dataset:

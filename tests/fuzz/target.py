@@ -16,30 +16,51 @@ from pydicom.uid import (
 )
 
 from service.contract import DecodeLimits, InputError, load_model_input
+from service.outputs.dicom_results import build_secondary_capture
 from tests.factories import (
     animated_bytes,
     chest_like,
     dicom_bytes,
     dicom_dataset,
+    dicom_element_flood,
     exif_bytes,
     jpeg_bytes,
+    nested_patient_name_dicom,
     png_bytes,
+    raw_dicom_dataset,
 )
 
 SIZE = 24
 # Far below the service's 50 MP: a header claiming more is refused cheaply, so any input that
 # really allocates hundreds of MB did so without asking the budget, which is the bug to find.
-LIMITS = DecodeLimits(max_pixels=2_000_000)
+LIMITS = DecodeLimits(max_pixels=2_000_000, max_decoded_bytes=8_000_000)
+_OVERLAY = png_bytes(chest_like(8, 8), mode="RGB")
+
+
+def _check_input_error(error: InputError) -> None:
+    if not (400 <= error.status < 500 and error.code and error.detail):
+        raise AssertionError(f"malformed InputError {error.status} {error.code!r}") from error
 
 
 def check_decode(data: bytes) -> None:
-    """Raise AssertionError (or let the stray exception out) if the contract misbehaves on ``data``."""
+    """Raise AssertionError (or let the stray exception out) if the contract misbehaves on ``data``.
+
+    A DICOM that decodes also goes through the SC builder, which copies its header into a result
+    object: a PatientName nested 400 deep once passed decoding and took the builder to 24 GB."""
     try:
         tensor, decoded = load_model_input(data, SIZE, SIZE, LIMITS)
     except InputError as error:
-        if not (400 <= error.status < 500 and error.code and error.detail):
-            raise AssertionError(f"malformed InputError {error.status} {error.code!r}") from error
+        _check_input_error(error)
         return
+    if decoded.dicom is not None:
+        try:
+            # The SC rather than the SR: the same header copy and writer, without highdicom's
+            # content-tree checks that would cut the fuzzer's pace by half.
+            build_secondary_capture(
+                data, _OVERLAY, model_name="fuzz", model_version="1", class_name="PNEUMONIA", limits=LIMITS
+            )
+        except InputError as error:
+            _check_input_error(error)
     if tensor.shape != (1, SIZE, SIZE) or tensor.dtype != np.float32:
         raise AssertionError(f"tensor {tensor.shape} {tensor.dtype}")
     if not np.all(np.isfinite(tensor)) or float(tensor.min()) < 0.0 or float(tensor.max()) > 1.0:
@@ -74,4 +95,10 @@ def seed_files() -> dict[str, bytes]:
         "dicom-jpeg-ls": dicom_bytes(grey8, transfer_syntax=JPEGLSLossless),
         "dicom-jpeg-baseline": dicom_bytes(grey8, transfer_syntax=JPEGBaseline8Bit),
         "dicom-deflated": dicom_bytes(deflated),
+        # Metadata shapes (issue 15): nesting at and past the limit, an element flood, raw datasets.
+        "dicom-nested-8": nested_patient_name_dicom(film, 8),
+        "dicom-nested-40": nested_patient_name_dicom(film, 40),
+        "dicom-element-flood-300": dicom_element_flood(film, 300),
+        "dicom-raw-implicit": raw_dicom_dataset(dicom_dataset(film), implicit=True),
+        "dicom-raw-explicit": raw_dicom_dataset(dicom_dataset(film), implicit=False),
     }

@@ -105,6 +105,12 @@ def settings_env(release: Release) -> dict[str, str]:
     return data
 
 
+def http_service(release: Release) -> Manifest:
+    """The HTTP Service (with pacs.enabled a second one, "<fullname>-dicom", exposes the DICOM port)."""
+    (service,) = [s for s in release.of_kind("Service") if not s["metadata"]["name"].endswith("-dicom")]
+    return service
+
+
 def volumes(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {volume["name"]: volume for volume in pod.get("volumes", [])}
 
@@ -221,14 +227,15 @@ def test_probes_hit_healthz_and_readyz_on_the_container_port(
     container = server_container(release)
     env = settings_env(release)
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-    assert ports == {"http": int(env["CXR_PORT"])}
+    assert ports["http"] == int(env["CXR_PORT"])
+    assert set(ports) - {"http"} <= {"dicom"}  # the DICOM port with pacs.enabled, probed by nobody
     assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     # The startup probe, not liveness, waits for the model load.
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 60
-    (service_port,) = release.one("Service")["spec"]["ports"]
+    (service_port,) = http_service(release)["spec"]["ports"]
     assert service_port["targetPort"] == "http"
 
 
@@ -292,7 +299,13 @@ def test_settings_are_valid_for_the_service(
 ) -> None:
     """Every CXR_* variable the chart sets is a real setting, and together they pass the service's
     own validation (a float-formatted integer or a watched pinned version would stop the pod)."""
-    from service.settings import Settings, is_loopback, unknown_cxr_variables
+    from service.settings import (
+        PacsSettings,
+        Settings,
+        is_loopback,
+        pacs_variable_names,
+        unknown_cxr_variables,
+    )
 
     release = releases[scenario]
     env = settings_env(release)
@@ -301,8 +314,12 @@ def test_settings_are_valid_for_the_service(
             monkeypatch.delenv(name)
     assert env["CXR_HOST"] == "0.0.0.0" and not is_loopback(env["CXR_HOST"])
     assert unknown_cxr_variables(env) == []
+    pacs_names = pacs_variable_names()
     settings = Settings.model_validate(
-        {name.removeprefix("CXR_").lower(): value for name, value in env.items()}
+        {name.removeprefix("CXR_").lower(): value for name, value in env.items() if name not in pacs_names}
+    )
+    PacsSettings.model_validate(
+        {name.removeprefix("CXR_").lower(): value for name, value in env.items() if name in pacs_names}
     )
     assert settings.port == server_container(release)["ports"][0]["containerPort"]
     assert str(settings.model_store) == mount_at(server_container(release), "/models")["mountPath"]
@@ -462,6 +479,9 @@ def test_values_schema_accepts_good_values(helm: Helm) -> None:
         ({"modelStore": {"source": "initContainer"}}, "initContainer.image.repository"),
         ({"serviceMonitor": {"enabled": True}}, "bearerTokenSecret.name"),
         ({"retrain": {"enabled": True}}, "retrain.data.existingClaim"),
+        ({"pacs": {"enabled": True}, "replicaCount": 2}, "one pod owns the spool"),
+        ({"pacs": {"enabled": True}, "autoscaling": {"enabled": True}}, "one pod owns the spool"),
+        ({"pacs": {"enabled": True, "tls": {"requireClientCert": True}}}, "requireClientCert needs"),
         (
             {
                 "retrain": {"enabled": True, "data": {"existingClaim": "films"}},
@@ -547,8 +567,9 @@ def test_disruption_budget_and_network_policy_select_the_server_pods(
     policy = release.one("NetworkPolicy")["spec"]
     assert policy["podSelector"]["matchLabels"] == selector
     assert policy["policyTypes"] == ["Ingress"]
-    (rule,) = policy["ingress"]
+    rule, *others = policy["ingress"]
     assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]  # the container port's name
+    assert [other["ports"] for other in others] in ([], [[{"port": "dicom", "protocol": "TCP"}]])
     expected_from = coalesce(defaults, scenario_values(scenario))["networkPolicy"]["from"]
     assert rule["from"] == expected_from and expected_from
 
@@ -686,3 +707,53 @@ def test_the_training_cli_accepts_the_jobs_arguments(
     assert (str(store), name, str(options["eval_data"])) == ("/models", "cxr-pneumonia", "/data/kermany/test")
     assert version == config.run_name
     capsys.readouterr()
+
+
+# --- PACS integration ---------------------------------------------------------------------------------
+
+
+def test_pacs_scenario_exposes_the_dicom_port_and_keeps_the_spool_on_its_claim(
+    releases: dict[str, Release],
+) -> None:
+    from service.settings import PacsSettings
+
+    release = releases["pacs-values"]
+    env = settings_env(release)
+    pacs = PacsSettings.model_validate(
+        {
+            name.removeprefix("CXR_").lower(): value
+            for name, value in env.items()
+            if "_PACS_" in name or "_DICOM_" in name
+        }
+    )
+    container = server_container(release)
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports["dicom"] == pacs.dicom_port != ports["http"]
+    (dicom_service,) = [s for s in release.of_kind("Service") if s["metadata"]["name"].endswith("-dicom")]
+    assert dicom_service["spec"]["ports"][0]["targetPort"] == "dicom"
+    assert dicom_service["spec"]["type"] == "LoadBalancer"
+    assert dicom_service["spec"]["selector"] == release.one("Deployment")["spec"]["selector"]["matchLabels"]
+    # The spool lives in a folder of the claim's mount (the service makes it 0700 itself).
+    assert pacs.pacs_spool_dir is not None
+    mount = mount_at(container, str(pacs.pacs_spool_dir.parent))
+    claim = volumes(server_pod(release))[mount["name"]]["persistentVolumeClaim"]["claimName"]
+    (pvc,) = [c for c in release.of_kind("PersistentVolumeClaim") if c["metadata"]["name"] == claim]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert not mount.get("readOnly", False)
+    # One pod owns the job table, and a roll-out stops the old pod first.
+    deployment = release.one("Deployment")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    # TLS material is mounted where the settings point.
+    assert pacs.dicom_tls_cert is not None and pacs.dicom_tls_ca is not None
+    tls = mount_at(container, str(pacs.dicom_tls_cert.parent))
+    assert volumes(server_pod(release))[tls["name"]]["secret"]["secretName"] == "cxr-dicom-tls"
+    # The NetworkPolicy lets modalities reach the DICOM port.
+    rules = release.one("NetworkPolicy")["spec"]["ingress"]
+    assert any(rule["ports"][0]["port"] == "dicom" for rule in rules)
+    assert pacs.allowed_aes == ["CR-ROOM-1", "DX-ROOM-2", "ORTHANC"]
+
+
+def test_pacs_off_by_default(releases: dict[str, Release]) -> None:
+    release = releases["cpu-values"]
+    assert not any(name.startswith(("CXR_DICOM", "CXR_PACS")) for name in settings_env(release))
+    assert not [s for s in release.of_kind("Service") if s["metadata"]["name"].endswith("-dicom")]

@@ -22,6 +22,7 @@ from fastapi import FastAPI
 
 from bench.service_process import wait_ready
 from service.main import create_app
+from service.server import uvicorn_config
 from service.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,9 +42,8 @@ class ThreadedServer:
     """``with ThreadedServer(app) as server: httpx.get(server.url + "/healthz")``."""
 
     def __init__(self, app: FastAPI) -> None:
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on"
-        )
+        # The service's own server configuration (h11, header limits, JSON protocol errors).
+        config = uvicorn_config(app, host="127.0.0.1", port=0)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name="uvicorn-test", daemon=True)
         self.url = ""

@@ -107,6 +107,19 @@ Call with (dict "image" .Values.image "context" $ "suffix" "-cpu").
 
 {{/* Fixed paths inside the containers. */}}
 {{- define "cxr-triage.modelStorePath" -}}/models{{- end }}
+{{/* The PACS spool claim: existingClaim, else "<fullname>-pacs-spool". */}}
+{{- define "cxr-triage.pacsClaimName" -}}
+{{- if .Values.pacs.spool.persistence.existingClaim }}
+{{- .Values.pacs.spool.persistence.existingClaim }}
+{{- else }}
+{{- printf "%s-pacs-spool" (include "cxr-triage.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* Where the spool claim is mounted; the service keeps its 0700 spool in a folder of it. */}}
+{{- define "cxr-triage.pacsMountPath" -}}/var/lib/cxr-pacs{{- end }}
+{{- define "cxr-triage.pacsTlsDir" -}}/etc/cxr/dicom-tls{{- end }}
+
 {{- define "cxr-triage.apiKeysDir" -}}/etc/cxr/api-keys{{- end }}
 {{- define "cxr-triage.apiKeysFile" -}}{{ include "cxr-triage.apiKeysDir" . }}/api_keys{{- end }}
 {{- define "cxr-triage.auditHashKeyFile" -}}/etc/cxr/audit-hash-key/audit_hash_key{{- end }}
@@ -201,6 +214,14 @@ Checks across values that a JSON schema cannot express; each stops the render wi
 {{- end }}
 {{- if and .Values.serviceMonitor.enabled (eq .Values.config.metricsAuth "required") (not .Values.serviceMonitor.bearerTokenSecret.name) }}
 {{- fail "serviceMonitor needs serviceMonitor.bearerTokenSecret.name (a key with the metrics scope) while config.metricsAuth is required; or set config.metricsAuth=disabled" }}
+{{- end }}
+{{- if .Values.pacs.enabled }}
+{{- if or .Values.autoscaling.enabled (ne (int .Values.replicaCount) 1) }}
+{{- fail "pacs.enabled needs replicaCount 1 and autoscaling off: one pod owns the spool and its SQLite job table (docs/pacs.md: scale out with one release per claim)" }}
+{{- end }}
+{{- if and .Values.pacs.tls.requireClientCert (not .Values.pacs.tls.secretName) }}
+{{- fail "pacs.tls.requireClientCert needs pacs.tls.secretName (with ca.crt)" }}
+{{- end }}
 {{- end }}
 {{- if .Values.retrain.enabled }}
 {{- if ne .Values.modelStore.source "pvc" }}

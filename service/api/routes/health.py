@@ -41,6 +41,19 @@ async def readyz(context: ContextDep) -> Readiness | JSONResponse:
     )
 
 
+# HEAD on the probes: load balancers and uptime checkers use it (it was 405). Same status, no body;
+# left out of the OpenAPI schema, where each would duplicate its GET operation.
+@router.head("/healthz", include_in_schema=False)
+async def healthz_head() -> Response:
+    return Response(status_code=200)
+
+
+@router.head("/readyz", include_in_schema=False)
+async def readyz_head(context: ContextDep) -> Response:
+    answer = await readyz(context)
+    return Response(status_code=answer.status_code if isinstance(answer, JSONResponse) else 200)
+
+
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics (text exposition format)")
 async def metrics(metrics: MetricsDep) -> Response:
     body, content_type = metrics.render()

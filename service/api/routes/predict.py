@@ -13,7 +13,14 @@ import numpy.typing as npt
 from anyio import CapacityLimiter
 from fastapi import APIRouter, Query, Request, Response
 
-from service.api.dependencies import AdmissionDep, LimiterDep, MetricsDep, RuntimeDep, SettingsDep
+from service.api.dependencies import (
+    AdmissionDep,
+    LimiterDep,
+    MetricsDep,
+    RuntimeDep,
+    SettingsDep,
+    UploadsDep,
+)
 from service.api.schemas import (
     DicomRef,
     ErrorResponse,
@@ -24,8 +31,8 @@ from service.api.schemas import (
     PredictionResponse,
     Triage,
 )
-from service.api.upload import FILE_FIELD, read_upload
-from service.contract import DicomInfo, InputError, SourceFormat
+from service.api.upload import FILE_FIELD, UploadPolicy, read_upload
+from service.contract import DecodeLimits, DicomInfo, InputError, SourceFormat
 from service.inference.admission import Deadline, processing_timeout, upload_timeout
 from service.inference.runtime import Inference, ModelRuntime
 from service.observability.audit import current_audit
@@ -33,6 +40,7 @@ from service.observability.logs import request_id_var
 from service.observability.metrics import Metrics
 from service.outputs.dicom_results import build_secondary_capture, build_structured_report
 from service.outputs.overlay import blend_overlay, film_png, overlay_background
+from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -62,16 +70,20 @@ _MULTIPART_BODY: dict[str, Any] = {
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
-        400: "Empty, corrupt or truncated file; malformed multipart body",
+        400: "Empty, corrupt or truncated file; DICOM metadata past its limits (dicom_too_deep, "
+        "dicom_too_many_elements, dicom_header_too_large); malformed multipart body (too_many_parts, "
+        "multipart_boundary_missing, multipart_truncated)",
         401: "No API key, or not a valid one (WWW-Authenticate: Bearer)",
         403: "The API key lacks the 'predict' scope",
-        408: "The upload did not arrive within CXR_REQUEST_TIMEOUT_S",
+        408: "The upload did not arrive within CXR_REQUEST_TIMEOUT_S (request_timeout), or stalled or "
+        "trickled below CXR_UPLOAD_MIN_RATE_BPS / CXR_UPLOAD_IDLE_TIMEOUT_S (upload_too_slow)",
         413: "Upload larger than CXR_MAX_UPLOAD_BYTES",
         415: "Not a PNG, JPEG or DICOM file",
         422: "Missing 'file' part, a threshold query parameter, too many pixels, a decompression bomb, "
         "an animated image, unsupported DICOM (modality, body part, view, frames, no pixels, DICOMDIR, "
         "executable preamble...), out_of_distribution",
-        503: "No model loaded; or overloaded (queue full, or the deadline passed while queued): "
+        503: "No model loaded; or overloaded (queue full, upload bytes in flight spent, or the deadline "
+        "passed while queued): "
         "retry after Retry-After",
         504: "Decoding and inference took longer than CXR_REQUEST_TIMEOUT_S",
     }.items()
@@ -105,9 +117,9 @@ class _Analysis:
     overlay_png: bytes | None
 
 
-def _prepare(data: bytes, runtime: ModelRuntime, max_pixels: int, overlay_max_side: int | None) -> _Film:
+def _prepare(data: bytes, runtime: ModelRuntime, limits: DecodeLimits, overlay_max_side: int | None) -> _Film:
     """Decode and preprocess (CPU-bound: runs on a worker thread, never on the event loop)."""
-    tensor, decoded = runtime.prepare(data, max_pixels)
+    tensor, decoded = runtime.prepare(data, limits=limits)
     background = None if overlay_max_side is None else overlay_background(decoded.pixels, overlay_max_side)
     return _Film(tensor, decoded.source_format, decoded.width, decoded.height, decoded.dicom, background)
 
@@ -142,8 +154,30 @@ def _conclude(runtime: ModelRuntime, film: _Film, inference: Inference, with_fil
     return _Analysis(film, inference, predicted, gradcam, png)
 
 
-def _dicom_result(result: ResultFormat, source: bytes, runtime: ModelRuntime, analysis: _Analysis) -> bytes:
-    """The result as a DICOM object in the source's study, for PACS: SC of the overlay, or an SR."""
+def _dicom_result(
+    result: ResultFormat, source: bytes, runtime: ModelRuntime, analysis: _Analysis, limits: DecodeLimits
+) -> bytes:
+    """The result as a DICOM object in the source's study, for PACS: SC of the overlay, or an SR.
+
+    Its inputs are bounded (the header passed the metadata limits, only a list of plain values is
+    copied, the overlay is at most CXR_OVERLAY_MAX_SIDE square), so its time and memory are too.
+    Whatever the builders still raise is about this upload's header: a 422, never a 500."""
+    try:
+        return _build_dicom_result(result, source, runtime, analysis, limits)
+    except InputError:
+        raise
+    except Exception as exc:
+        logger.warning("DICOM result not built", extra={"error_type": type(exc).__name__})
+        raise InputError(
+            "dicom_output_unavailable",
+            "A DICOM result object could not be built from this upload's header.",
+            422,
+        ) from None
+
+
+def _build_dicom_result(
+    result: ResultFormat, source: bytes, runtime: ModelRuntime, analysis: _Analysis, limits: DecodeLimits
+) -> bytes:
     card = runtime.card
     if result == "sc":
         assert analysis.overlay_png is not None
@@ -153,6 +187,7 @@ def _dicom_result(result: ResultFormat, source: bytes, runtime: ModelRuntime, an
             model_name=card.name,
             model_version=card.version,
             class_name=analysis.predicted_class,
+            limits=limits,
         )
     threshold = runtime.threshold
     return build_structured_report(
@@ -167,6 +202,16 @@ def _dicom_result(result: ResultFormat, source: bytes, runtime: ModelRuntime, an
         positive_class=threshold.positive_class if threshold else None,
         model_name=card.name,
         model_version=card.version,
+        limits=limits,
+    )
+
+
+def _upload_policy(settings: Settings) -> UploadPolicy:
+    return UploadPolicy(
+        max_bytes=settings.max_upload_bytes,
+        idle_timeout_s=settings.upload_idle_timeout_s,
+        min_rate_bps=settings.upload_min_rate_bps,
+        rate_grace_s=settings.upload_rate_grace_s,
     )
 
 
@@ -217,6 +262,7 @@ async def predict(
     metrics: MetricsDep,
     limiter: LimiterDep,
     admission: AdmissionDep,
+    uploads: UploadsDep,
     overlay: Annotated[bool, Query(description="Include the Grad-CAM overlay PNG.")] = True,
     with_film: Annotated[
         bool,
@@ -241,23 +287,28 @@ async def predict(
     audit = current_audit()
     audit.model_name, audit.model_version = runtime.card.name, runtime.card.version
     deadline = Deadline(settings.request_timeout_s, metrics)
-    # The slot is taken before the body is read: queued requests hold no upload and no film.
-    async with admission.slot(deadline):
+    limits = settings.decode_limits()
+    # The upload is read first, under its own budget (service.api.upload); the slot is taken once
+    # the body is complete, so a client trickling its body holds bytes, never a prediction slot.
+    async with uploads.lease() as lease:
         with deadline.step("upload", upload_timeout):
-            data = await read_upload(request, settings.max_upload_bytes)
+            data = await read_upload(request, _upload_policy(settings), lease)
         audit.note_upload(data)
-        overlay_side = settings.overlay_max_side if overlay or wanted == "sc" else None
-        with deadline.step("processing", processing_timeout):
-            film = await anyio.to_thread.run_sync(
-                partial(_prepare, data, runtime, settings.max_pixels, overlay_side), limiter=limiter
-            )
-            # The upload can be tens of MB: only a DICOM result, built from its header, still needs it.
-            source = data if wanted != "json" else None
-            del data
-            if film.dicom is not None:
-                audit.sop_instance_uid = film.dicom.sop_instance_uid
-            analysis, dicom_body = await _analyse(film, source, wanted, runtime, limiter, with_film=with_film)
-            del source
+        async with admission.slot(deadline):
+            overlay_side = settings.overlay_max_side if overlay or wanted == "sc" else None
+            with deadline.step("processing", processing_timeout):
+                film = await anyio.to_thread.run_sync(
+                    partial(_prepare, data, runtime, limits, overlay_side), limiter=limiter
+                )
+                # The upload can be tens of MB: only a DICOM result, built from its header, needs it.
+                source = data if wanted != "json" else None
+                del data
+                if film.dicom is not None:
+                    audit.sop_instance_uid = film.dicom.sop_instance_uid
+                analysis, dicom_body = await _analyse(
+                    film, source, wanted, runtime, limiter, limits=limits, with_film=with_film
+                )
+                del source
     _record(metrics, film, analysis)
     if dicom_body is not None:
         return Response(
@@ -275,6 +326,7 @@ async def _analyse(
     runtime: ModelRuntime,
     limiter: CapacityLimiter,
     *,
+    limits: DecodeLimits,
     with_film: bool = False,
 ) -> tuple[_Analysis, bytes | None]:
     """Inference, decision and overlay of a prepared film, and the DICOM result built from ``source``."""
@@ -287,7 +339,7 @@ async def _analyse(
     if source is None:
         return analysis, None
     dicom_body = await anyio.to_thread.run_sync(
-        partial(_dicom_result, wanted, source, runtime, analysis), limiter=limiter
+        partial(_dicom_result, wanted, source, runtime, analysis, limits), limiter=limiter
     )
     return analysis, dicom_body
 
@@ -326,7 +378,11 @@ def _json_response(runtime: ModelRuntime, film: _Film, analysis: _Analysis) -> P
         image=ImageInfo(source_format=film.source_format.value, width=film.width, height=film.height),
         dicom=None
         if dicom is None
-        else DicomRef(study_instance_uid=dicom.study_instance_uid, sop_instance_uid=dicom.sop_instance_uid),
+        else DicomRef(
+            study_instance_uid=dicom.study_instance_uid,
+            sop_instance_uid=dicom.sop_instance_uid,
+            warnings=list(dicom.warnings),
+        ),
         execution_provider=runtime.provider,
         inference_ms=inference.inference_ms,
         gradcam=analysis.overlay,

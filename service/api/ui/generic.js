@@ -85,6 +85,12 @@ export function renderValue(value, caption = "", depth = 0) {
   return facts(Object.entries(value).map(([k, v]) => [label(k), renderValue(v, label(k), depth + 1)]));
 }
 
+// "per_source" -> "", "per_source_auc" -> " (AUC)": what a per-source table's caption adds.
+export function sourceQualifier(name) {
+  const rest = name.replace(/^per_source_?/, "");
+  return rest === "" ? "" : ` (${label(rest)})`;
+}
+
 // Per-source figures wherever a card keeps them: any member whose name mentions "source" and that
 // maps source names to figures. Returns [[name, rows]].
 export function perSourceTables(section) {

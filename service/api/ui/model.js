@@ -3,7 +3,7 @@
 
 import { el, facts, table } from "./dom.js";
 import { count, decimal, figure, label, MISSING, percent, when } from "./format.js";
-import { perSourceTables, recordTable, renderValue } from "./generic.js";
+import { perSourceTables, recordTable, renderValue, sourceQualifier } from "./generic.js";
 
 const SHOWN = new Set([
   "name",
@@ -127,7 +127,7 @@ function operatingPoint(card) {
       ["Validation specificity", percent(t.validation_specificity)],
       ...other.map(([k, v]) => [label(k), renderValue(v, label(k))]),
     ]),
-    sources.map(([name, rows]) => recordTable(`Per source (${name.replaceAll("_", " ")})`, rows)),
+    sources.map(([name, rows]) => recordTable(`Each source's validation films at this threshold${sourceQualifier(name)}`, rows)),
   );
 }
 

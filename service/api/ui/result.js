@@ -3,7 +3,7 @@
 
 import { el, facts } from "./dom.js";
 import { decimal, percent } from "./format.js";
-import { perSourceTables, recordTable } from "./generic.js";
+import { perSourceTables, recordTable, sourceQualifier } from "./generic.js";
 import { sentenceFor } from "./messages.js";
 
 let viewerCount = 0;
@@ -126,7 +126,7 @@ function triageCard(prediction, card) {
         `${triage.level === "urgent" ? "at or above" : "below"} the operating point ${percent(triage.threshold)}.`,
     }),
     el("p", { class: "muted", "data-testid": "triage-meaning", text: operatingPoint(triage) }),
-    sources.map(([name, rows]) => recordTable(`Operating point per source (${name.replaceAll("_", " ")})`, rows)),
+    sources.map(([name, rows]) => recordTable(`This operating point on each source's validation films${sourceQualifier(name)}`, rows)),
   );
 }
 

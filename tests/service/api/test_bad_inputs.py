@@ -78,7 +78,7 @@ CASES: dict[str, tuple[Callable[[httpx.Client], httpx.Response], int, str]] = {
     "no-boundary": (
         lambda c: c.post("/v1/predict", content=b"abc", headers={"content-type": "multipart/form-data"}),
         400,
-        "invalid_request",
+        "multipart_boundary_missing",
     ),
     "bad-query": (
         lambda c: c.post("/v1/predict?overlay=perhaps", files={"file": ("f", png_bytes(FILM))}),

@@ -23,10 +23,12 @@ import jpeg_ls
 import numpy as np
 import numpy.typing as npt
 import pydicom
+import pydicom.config
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.uid import (
+    UID,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLSLossless,
@@ -43,12 +45,14 @@ from tests.factories import (
     deflated_dicom_bytes,
     dicom_bytes,
     dicom_dataset,
+    dicom_element_flood,
     dicom_element_offset,
     dicomdir_bytes,
     encapsulated_dicom_bytes,
     exif_bytes,
     gray_image,
     jpeg_bytes,
+    nested_patient_name_dicom,
     pillow_bytes,
     png_bytes,
     png_chunk,
@@ -334,7 +338,6 @@ REFUSALS: dict[str, Refusal] = {
     "apng": Refusal(lambda: animated_bytes([FILM, FILM[::-1]]), 422, "multi_frame", "image/png"),
     "mpo-jpeg": Refusal(lambda: animated_bytes([FILM, FILM[::-1]], image_format="MPO"), 422, "multi_frame"),
     # DICOM that is not a Part 10 file, or that is also something else.
-    "dicom-without-preamble": Refusal(dicom_without_preamble, 415, "unsupported_format", "application/dicom"),
     "dicom-pe-polyglot": Refusal(lambda: with_preamble(PE_PREAMBLE), 422, "executable_preamble"),
     "dicom-elf-polyglot": Refusal(lambda: with_preamble(ELF_PREAMBLE), 422, "executable_preamble"),
     "dicomdir": Refusal(dicomdir_bytes, 422, "dicomdir", "application/dicom"),
@@ -354,6 +357,15 @@ REFUSALS: dict[str, Refusal] = {
     "dicom-rle-segment-offset-past-end": Refusal(rle_offsets_past_the_end, 400, "corrupt_dicom"),
     "dicom-rle-segment-too-short": Refusal(rle_segment_too_short, 400, "corrupt_dicom"),
     "dicom-rle-fallback-bomb": Refusal(rle_fallback_bomb, 400, "corrupt_dicom"),
+    # Metadata bombs (issue 15): PatientName as a sequence nested 400 / 1000 deep once grew the
+    # service to 24 GB when a result object was written, or answered 500 with a 100 KB log line.
+    "dicom-patient-name-nested-400": Refusal(
+        lambda: nested_patient_name_dicom(FILM, 400), 400, "dicom_too_deep", "application/dicom"
+    ),
+    "dicom-patient-name-nested-1000": Refusal(
+        lambda: nested_patient_name_dicom(FILM, 1000), 400, "dicom_too_deep"
+    ),
+    "dicom-element-flood": Refusal(lambda: dicom_element_flood(FILM, 20_000), 400, "dicom_too_many_elements"),
     # Not a frontal chest radiograph.
     "dicom-non-chest": Refusal(non_chest, 422, "unsupported_body_part"),
 }
@@ -399,14 +411,50 @@ def test_peak_rss_sees_a_real_large_decode(server: Server) -> None:
 # --- multipart abuse ----------------------------------------------------------------------------
 
 
-def test_thousands_of_multipart_parts_are_refused_at_the_field_limit(server: Server) -> None:
-    body, headers = multipart(5_000)
+@pytest.mark.parametrize("fields", [16, 5_000])
+def test_more_than_16_multipart_parts_are_refused(server: Server, fields: int) -> None:
+    """The file and 16 more fields are 17 parts: the README's limit is 16 (17 were accepted)."""
+    body, headers = multipart(fields)
+    response = server.client.post("/v1/predict", content=body, headers=headers)
+    assert (response.status_code, strict_json(response)["code"]) == (400, "too_many_parts")
+    assert server.client.get("/healthz").status_code == 200
+
+
+def test_sixteen_multipart_parts_are_accepted(server: Server) -> None:
+    body, headers = multipart(15)
+    assert server.client.post("/v1/predict", content=body, headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("content_type", "cut", "code"),
+    [
+        ("multipart/form-data; boundary=", False, "multipart_boundary_missing"),
+        ('multipart/form-data; boundary=""', False, "multipart_boundary_missing"),
+        ("multipart/form-data; boundary=hostile-boundary", True, "multipart_truncated"),
+    ],
+    ids=["empty-boundary", "quoted-empty-boundary", "no-closing-boundary"],
+)
+def test_multipart_edge_cases_get_a_precise_400(
+    server: Server, content_type: str, cut: bool, code: str
+) -> None:
+    """Both were a misleading 422 'send the image as multipart/form-data'."""
+    body, _ = multipart(0)
+    if cut:
+        body = body[: body.rindex(b"\r\n--hostile-boundary--")]
+    response = server.client.post("/v1/predict", content=body, headers={"content-type": content_type})
+    assert (response.status_code, strict_json(response)["code"]) == (400, code)
+
+
+def test_no_body_byte_reaches_the_log_from_the_multipart_parser(server: Server) -> None:
+    """python-multipart logged 'Expected boundary character ..., got <byte>' with a body byte."""
+    log_start = server.log_size()
+    body, headers = multipart(0)
+    body = body.replace(b"--hostile-boundary\r\n", b"--hostile-bQundary\r\n", 1)  # 'Q' = 81
     response = server.client.post("/v1/predict", content=body, headers=headers)
     assert response.status_code == 400
-    body_json = strict_json(response)
-    assert body_json["code"] == "invalid_request"
-    assert "fields" in body_json["detail"]  # stopped by the part count, not by a parse error later
-    assert server.client.get("/healthz").status_code == 200
+    log = server.log_since(log_start)
+    assert '"code": "invalid_request"' in log  # the refusal was logged, so the capture works
+    assert "boundary character" not in log and "got 81" not in log
 
 
 def test_multipart_preamble_past_the_limit_is_refused(server: Server) -> None:
@@ -487,6 +535,8 @@ SAME_FILM: dict[str, tuple[Callable[[], bytes], Callable[[], bytes], float]] = {
         1e-6,
     ),
     "png-bytes-sent-as-dicom": (lambda: png_bytes(FILM), lambda: png_bytes(FILM), 0.0),
+    # A raw dataset (file meta but no preamble), as older archives write them: the same film.
+    "dicom-without-preamble": (dicom_without_preamble, lambda: dicom_bytes(dicom_dataset(FILM)), 0.0),
     "dicom-with-tiff-preamble": (
         lambda: with_preamble(TIFF_PREAMBLE),
         lambda: dicom_bytes(dicom_dataset(FILM)),
@@ -558,3 +608,71 @@ def test_polyglot_preamble_is_never_echoed(server: Server) -> None:
     assert response.status_code == 200, response.text
     assert response.content[:DICOM_MAGIC_OFFSET] == bytes(DICOM_MAGIC_OFFSET)
     assert response.content[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == b"DICM"
+
+
+# --- UIDs (issue 15) ------------------------------------------------------------------------------
+
+FORGED_LOG_LINE = '1.2.3\n{"level": "info", "msg": "forged"}'
+
+
+def _with_uids(study: object, sop: str) -> bytes:
+    """The film with these Study / SOP Instance UIDs, written as they are (no validation)."""
+    settings = pydicom.config.settings
+    saved = settings.writing_validation_mode
+    settings.writing_validation_mode = pydicom.config.IGNORE
+    try:
+        ds = dicom_dataset(FILM)
+        ds.add_new(0x0020000D, "UI", study)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = UID(sop)
+        return dicom_bytes(ds)
+    finally:
+        settings.writing_validation_mode = saved
+
+
+UID_CASES: dict[str, tuple[object, str, dict[str, object]]] = {
+    # name: (Study Instance UID, SOP Instance UID, the "dicom" member of the answer)
+    "name-as-study-uid": (
+        "Canaryson^Zebulon",
+        "1.2.3.4",
+        {
+            "study_instance_uid": None,
+            "sop_instance_uid": "1.2.3.4",
+            "warnings": ["invalid_study_instance_uid"],
+        },
+    ),
+    "newline-in-sop-uid": (
+        "1.2.3",
+        FORGED_LOG_LINE,
+        {"study_instance_uid": "1.2.3", "sop_instance_uid": None, "warnings": ["invalid_sop_instance_uid"]},
+    ),
+    "multi-valued": (
+        ["1.2.3", "1.2.4"],
+        "1.2.3.4",
+        {
+            "study_instance_uid": None,
+            "sop_instance_uid": "1.2.3.4",
+            "warnings": ["invalid_study_instance_uid"],
+        },
+    ),
+    "leading-zero-and-too-long": (
+        "1.02.3",
+        "1." + "2" * 70,
+        {
+            "study_instance_uid": None,
+            "sop_instance_uid": None,
+            "warnings": ["invalid_study_instance_uid", "invalid_sop_instance_uid"],
+        },
+    ),
+    "valid": ("1.0.3", "0.1", {"study_instance_uid": "1.0.3", "sop_instance_uid": "0.1", "warnings": []}),
+}
+
+
+@pytest.mark.parametrize("name", list(UID_CASES))
+def test_uids_are_validated_before_they_are_echoed(server: Server, name: str) -> None:
+    study, sop, expected = UID_CASES[name]
+    log_start = server.log_size()
+    response = _upload(server.client, _with_uids(study, sop))
+    assert response.status_code == 200, response.text
+    assert strict_json(response)["dicom"] == expected
+    log = server.log_since(log_start)
+    assert "Canaryson" not in log and "forged" not in log

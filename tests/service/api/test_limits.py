@@ -40,30 +40,82 @@ def _waiting(client: httpx.Client) -> float:
     return metric_value(client, "cxr_admission_waiting")
 
 
-def test_a_full_queue_is_refused_at_once_and_the_admitted_still_succeed(one_slot: httpx.Client) -> None:
+def _in_flight(client: httpx.Client) -> float:
+    return metric_value(client, "cxr_upload_bytes_in_flight")
+
+
+def test_uploads_in_progress_hold_no_slot(one_slot: httpx.Client) -> None:
+    """Issue 15: a slot was taken before the body was read, so twenty trickling uploads held all the
+    slots. Two half-sent uploads on a one-slot server now leave it free for a complete request."""
     base = str(one_slot.base_url)
-    rejected_before = metric_value(one_slot, "cxr_admission_rejected_total")
-    # A holds the only slot, half its upload sent; B waits in the queue with its whole request sent.
-    with RawUpload(base, FILM, AUTH_HEADERS, send=len(FILM) // 2) as holder:
-        wait_until(lambda: _running(one_slot) == 1, "the first upload to hold the slot")
-        with RawUpload(base, FILM, AUTH_HEADERS, send=10**9) as queued:
-            wait_until(lambda: _waiting(one_slot) == 1, "the second upload to queue")
-
-            refused = post_file(one_slot, FILM)
-            assert refused.status_code == 503
-            assert strict_json(refused)["code"] == "overloaded"
-            assert refused.headers["retry-after"] == str(RETRY_AFTER_S)
-            assert one_slot.get("/healthz").status_code == 200
-            assert one_slot.get("/readyz").status_code == 200
-            assert (_running(one_slot), _waiting(one_slot)) == (1, 1)  # the refusal queued nothing
-
-            holder.send_rest()
-            for upload in (holder, queued):
-                status, _, body = upload.response()
-                assert status == 200, body
-    assert metric_value(one_slot, "cxr_admission_rejected_total") == rejected_before + 1
+    with (
+        RawUpload(base, FILM, AUTH_HEADERS, send=len(FILM) // 2) as first,
+        RawUpload(base, FILM, AUTH_HEADERS, send=len(FILM) // 2) as second,
+    ):
+        body_size = len(first.body)
+        wait_until(lambda: _in_flight(one_slot) >= 2 * body_size, "both uploads to reserve their bytes")
+        assert (_running(one_slot), _waiting(one_slot)) == (0, 0)
+        ok = post_file(one_slot, FILM)
+        assert ok.status_code == 200, ok.text
+        for upload in (first, second):
+            upload.send_rest()
+            status, _, body = upload.response()
+            assert status == 200, body
+    wait_until(lambda: _in_flight(one_slot) == 0, "the reservations to be handed back")
     assert (_running(one_slot), _waiting(one_slot)) == (0, 0)
-    assert post_file(one_slot, FILM).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def small_upload_budget(tiny_model_dir: Path, api_keys_file: Path) -> Iterator[httpx.Client]:
+    """Room for one test upload in flight, not two."""
+    yield from live_client(tiny_model_dir, api_keys_file, upload_bytes_in_flight=int(len(FILM) * 1.5))
+
+
+def test_uploads_past_the_bytes_in_flight_budget_are_refused_at_once(
+    small_upload_budget: httpx.Client,
+) -> None:
+    base = str(small_upload_budget.base_url)
+    with RawUpload(base, FILM, AUTH_HEADERS, send=100) as holder:
+        wait_until(lambda: _in_flight(small_upload_budget) > 0, "the first upload to reserve its bytes")
+        refused = post_file(small_upload_budget, FILM)
+        assert refused.status_code == 503
+        assert strict_json(refused)["code"] == "overloaded"
+        assert refused.headers["retry-after"] == str(RETRY_AFTER_S)
+        holder.send_rest()
+        status, _, body = holder.response()
+        assert status == 200, body
+    wait_until(lambda: _in_flight(small_upload_budget) == 0, "the reservation to be handed back")
+    assert post_file(small_upload_budget, FILM).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def impatient(tiny_model_dir: Path, api_keys_file: Path) -> Iterator[httpx.Client]:
+    yield from live_client(
+        tiny_model_dir,
+        api_keys_file,
+        upload_idle_timeout_s=0.5,
+        upload_rate_grace_s=0.5,
+        upload_min_rate_bps=1000.0,
+    )
+
+
+def test_a_trickling_upload_is_cut_off_by_the_minimum_rate(impatient: httpx.Client) -> None:
+    with RawUpload(str(impatient.base_url), FILM, AUTH_HEADERS, send=200) as slow:
+        slow.trickle(0.1)  # 10 bytes/s, never idle for 0.5 s
+        status, headers, body = slow.response()
+    assert (status, headers["connection"]) == (408, "close")
+    answer = strict_json(httpx.Response(status, content=body))
+    assert answer["code"] == "upload_too_slow" and "CXR_UPLOAD_MIN_RATE_BPS" in answer["detail"]
+    wait_until(lambda: _in_flight(impatient) == 0, "the reservation to be handed back")
+    assert post_file(impatient, FILM).status_code == 200
+
+
+def test_a_stalled_upload_is_cut_off_by_the_idle_timeout(impatient: httpx.Client) -> None:
+    with RawUpload(str(impatient.base_url), FILM, AUTH_HEADERS, send=200) as stalled:
+        status, _, body = stalled.response()
+    answer = strict_json(httpx.Response(status, content=body))
+    assert (status, answer["code"]) == (408, "upload_too_slow")
+    assert "CXR_UPLOAD_IDLE_TIMEOUT_S" in answer["detail"]
 
 
 def test_the_pixel_cap_setting_applies_over_http(one_slot: httpx.Client) -> None:
@@ -78,7 +130,7 @@ def test_a_trickling_client_is_cut_off_at_the_deadline_without_hurting_others(
     before = metric_value(short_deadline, "cxr_deadline_exceeded_total", step="upload")
     with RawUpload(str(short_deadline.base_url), FILM, AUTH_HEADERS, send=200) as slow:
         slow.trickle(0.05)  # always sending, so an idle-read timeout would never fire
-        wait_until(lambda: _running(short_deadline) == 1, "the slow upload to hold a slot")
+        wait_until(lambda: _in_flight(short_deadline) > 0, "the slow upload to be read")
         for seed in range(3):
             ok = post_file(short_deadline, png_bytes(chest_like(seed=seed)), params={"overlay": "false"})
             assert ok.status_code == 200, ok.text

@@ -75,7 +75,8 @@ def test_each_format_gives_a_prediction_and_overlay(client: httpx.Client, card: 
     if source_format == "dicom":
         dicom = body["dicom"]
         assert isinstance(dicom, dict)
-        assert set(dicom) == {"study_instance_uid", "sop_instance_uid"}
+        assert set(dicom) == {"study_instance_uid", "sop_instance_uid", "warnings"}
+        assert dicom.pop("warnings") == []  # valid UIDs: nothing withheld
         assert all(isinstance(uid, str) and uid.startswith("1.") for uid in dicom.values())
     else:
         assert body["dicom"] is None
@@ -90,6 +91,7 @@ def test_dicom_uids_are_echoed(client: httpx.Client) -> None:
     assert body["dicom"] == {
         "study_instance_uid": str(ds.StudyInstanceUID),
         "sop_instance_uid": str(ds.SOPInstanceUID),
+        "warnings": [],
     }
 
 

@@ -7,6 +7,8 @@ With CXR_UI_SCREENSHOTS=<folder> each state is also saved there as a PNG (docs/i
 """
 
 import re
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -417,6 +419,228 @@ def test_usable_without_horizontal_scrolling(
         if viewport == TABLET:
             page.get_by_role("button", name="Try a film").click()
             _shot(page, "tablet")
+        session.assert_clean()
+    finally:
+        session.page.context.close()
+
+
+# Shapes the page must read before any deployment serves them: issue 16's card (per-source figures,
+# intended population, shift benchmark) and issue 17's GET /v1/studies. The page's own modules render
+# them in the browser; the data is built here in the documented shapes.
+PER_SOURCE = {
+    "kermany": {"films": 120, "positives": 80, "auc": 0.991, "sensitivity": 0.975, "specificity": 0.9},
+    "covid19-radiography": {
+        "films": 300,
+        "positives": 100,
+        "auc": 0.962,
+        "sensitivity": 0.95,
+        "specificity": 0.871,
+    },
+}
+SHIFTS = {
+    "films": 420,
+    "per_source_films": {"kermany": 120, "covid19-radiography": 300},
+    "results": [
+        {
+            "shift": "gamma",
+            "severity": 2,
+            "setting": "gamma 1.6",
+            "auc": 0.944,
+            "sensitivity": 0.93,
+            "specificity": 0.85,
+            "per_source_auc": {"kermany": 0.97, "covid19-radiography": 0.931},
+        }
+    ],
+}
+
+
+def _study(uid: str, level: str | None, probability: float | None, delivery: str) -> dict[str, Any]:
+    return {
+        "study_instance_uid": uid,
+        "received_at": "2026-12-06T00:10:00Z",
+        "finished_at": None if level is None else "2026-12-06T00:10:05Z",
+        "triage_level": level,
+        "probability": probability,
+        "model_version": "3",
+        "delivery_state": delivery,
+        "instances": [
+            {
+                "sop_instance_uid": f"{uid}.1",
+                "series_instance_uid": f"{uid}.9",
+                "source": "dimse",
+                "state": "queued" if level is None else "done",
+                "reason": None,
+                "received_at": "2026-12-06T00:10:00Z",
+                "finished_at": None,
+                "predicted_class": None,
+                "triage_level": level,
+                "probability": probability,
+                "model_name": "cxr-pneumonia",
+                "model_version": "3",
+                "delivery_state": delivery,
+                "delivery_attempts": 0,
+                "delivery_error": None,
+                "sr_instance_uid": None,
+                "sc_instance_uid": None,
+            }
+        ],
+    }
+
+
+def _cells(page: Page, table: str, row: str) -> list[str]:
+    located = page.get_by_role("table", name=table).get_by_role("row", name=re.compile(f"^{re.escape(row)} "))
+    expect(located).to_have_count(1)
+    return [text.strip() for text in located.get_by_role("cell").all_inner_texts()]
+
+
+def test_a_card_with_per_source_figures_is_rendered(
+    session: Session, api: httpx.Client, films: Films
+) -> None:
+    card = strict_json(api.get("/v1/models"))
+    card["decision_threshold"]["per_source"] = PER_SOURCE
+    card["intended_population"] = "Adults and children: frontal chest films"
+    card["shift_benchmark"] = SHIFTS
+    prediction = strict_json(post_file(api, films.normal.png, params={"film": "true"}))
+    page = session.page
+    page.evaluate(
+        """async ([card, prediction]) => {
+            const { renderModel } = await import("./model.js");
+            const { renderPrediction } = await import("./result.js");
+            const { UrlBag } = await import("./dom.js");
+            const main = document.querySelector("main");
+            main.append(renderModel(card), renderPrediction(prediction, card, new UrlBag()));
+        }""",
+        [card, prediction],
+    )
+    model_table = "Each source's validation films at this threshold"
+    triage_table = "This operating point on each source's validation films"
+    for caption in (model_table, triage_table):
+        assert _cells(page, caption, "kermany") == ["120", "80", "0.991", "0.975", "0.900"]
+        assert _cells(page, caption, "covid19-radiography") == ["300", "100", "0.962", "0.950", "0.871"]
+    expect(page.get_by_test_id("model-card")).to_contain_text("Adults and children: frontal chest films")
+    shifts = page.get_by_role("table", name="Results")
+    expect(shifts.get_by_role("columnheader", name="Per source AUC · kermany")).to_have_count(1)
+    assert _cells(page, "Results", "1") == [
+        "gamma",
+        "2",
+        "gamma 1.6",
+        "0.944",
+        "0.930",
+        "0.850",
+        "0.970",
+        "0.931",
+    ]
+    session.assert_clean()
+
+
+def test_the_worklist_puts_urgent_first_and_opens_a_study(session: Session) -> None:
+    body = {
+        "total": 5,
+        "limit": 3,
+        "offset": 0,
+        "studies": [
+            _study("1.2.3.1", None, None, "pending"),
+            _study("1.2.3.2", "routine", 0.12, "delivered"),
+            _study("1.2.3.3", "urgent", 0.91, "retrying"),
+        ],
+    }
+    page = session.page
+    page.evaluate(
+        """async (body) => {
+            const { Worklist, urgentFirst } = await import("./worklist.js");
+            const part = (tag) => document.querySelector("main").appendChild(document.createElement(tag));
+            const worklist = new Worklist({
+                host: part("div"), updated: part("p"), refreshButton: part("button"), detail: part("div"),
+                onAuthFailure: () => false,
+            });
+            worklist.render(urgentFirst(body.studies), body.total);
+        }""",
+        body,
+    )
+    table = page.get_by_role("table", name="Triaged studies, urgent first (the first 3 of 5)")
+    rows = table.locator("tbody tr")
+    expect(rows).to_have_count(3)
+    # Urgent first; the others keep the service's order.
+    for i, (level, uid) in enumerate([("URGENT", "1.2.3.3"), ("PENDING", "1.2.3.1"), ("ROUTINE", "1.2.3.2")]):
+        expect(rows.nth(i)).to_contain_text(level)
+        expect(rows.nth(i)).to_contain_text(uid)
+    expect(rows.nth(0)).to_contain_text("91.0%")
+    rows.nth(0).get_by_role("button").click()
+    detail = page.get_by_test_id("study-detail")
+    expect(detail).to_contain_text("1.2.3.3")
+    assert _cells(page, "Films of this study", "1.2.3.3.1")[:2] == ["done", "URGENT"]
+    assert page.evaluate("() => document.activeElement.textContent") == "Study"
+    session.assert_clean()
+
+
+def _stow_body(film: bytes) -> tuple[bytes, str]:
+    """One DICOM instance as a STOW-RS multipart/related body, and its Content-Type."""
+    boundary = uuid.uuid4().hex
+    body = b"".join(
+        (
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(),
+            film,
+            f"\r\n--{boundary}--\r\n".encode(),
+        )
+    )
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tiny_ood_model_dir: Path, api_keys_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The service with DICOM intake on (a spool, no destination): GET /v1/studies has a worklist."""
+    folder = tmp_path_factory.mktemp("ui-gateway")
+    env = service_env(
+        model_dir=str(tiny_ood_model_dir),
+        api_keys_file=str(api_keys_file),
+        port=str(free_port()),
+        execution_provider="cpu",
+        pacs_spool_dir=str(folder / "spool"),
+        pacs_poll_s="0.2",
+    )
+    with (folder / "service.log").open("wb") as log, service_process(env, log) as url:
+        yield Server(url, folder / "service.log")
+
+
+def _finished_studies(api: httpx.Client, expected: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + WAIT_MS / 1000 * 4  # generous: a loaded machine, never a timing check
+    while True:
+        studies = strict_json(api.get("/v1/studies"))["studies"]
+        if len(studies) == expected and all(s["finished_at"] is not None for s in studies):
+            return list(studies)
+        assert time.monotonic() < deadline, f"studies not triaged in time: {studies}"
+        time.sleep(0.5)
+
+
+def test_the_worklist_shows_the_gateway_studies_urgent_first(
+    browser: Browser, gateway: Server, films: Films
+) -> None:
+    with httpx.Client(base_url=gateway.url, timeout=60.0, headers=AUTH_HEADERS) as api:
+        for film in (films.normal.dicom, films.pneumonia.dicom):  # the routine study arrives first
+            body, content_type = _stow_body(film)
+            stored = api.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type})
+            assert stored.status_code == 200, stored.text
+        studies = _finished_studies(api, 2)
+    by_level = {study["triage_level"]: study for study in studies}
+    assert set(by_level) == {"urgent", "routine"}
+    session = _open(browser, gateway, DESKTOP)
+    try:
+        page = session.page
+        _unlock(page)
+        page.get_by_role("button", name="Worklist").click()
+        rows = page.get_by_role("table", name="Triaged studies, urgent first").locator("tbody tr")
+        expect(rows).to_have_count(2)
+        for i, level in enumerate(("urgent", "routine")):
+            expect(rows.nth(i)).to_contain_text(level.upper())
+            expect(rows.nth(i)).to_contain_text(by_level[level]["study_instance_uid"])
+            expect(rows.nth(i)).to_contain_text(_percent(by_level[level]["probability"]))
+        rows.nth(0).get_by_role("button").click()
+        detail = page.get_by_test_id("study-detail")
+        (instance,) = by_level["urgent"]["instances"]
+        expect(detail).to_contain_text(instance["sop_instance_uid"])
+        _shot(page, "worklist-gateway")
         session.assert_clean()
     finally:
         session.page.context.close()

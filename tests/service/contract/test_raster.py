@@ -224,3 +224,36 @@ def test_multi_frame_raster_is_refused(image_format: str) -> None:
 def test_single_frame_apng_writer_output_is_accepted() -> None:
     data = animated_bytes([PLANE])
     np.testing.assert_array_equal(_plane(data), LEVELS_8)
+
+
+# --- issue 15: bytes after decode, damaged PNGs --------------------------------------------------
+
+
+def test_decoded_bytes_not_pixels_bound_a_decode() -> None:
+    """A 7071 x 7071 RGBA PNG of zeros is 194 KB and inside the 50 Mpx budget, but Pillow holds it in
+    200 MB (and the old float RGB path took 800 MB): refused from its header. The same size in
+    16-bit grey (100 MB) is within the default budget."""
+    rgba = _error(png_claiming_size(7071, 7071, color_type=6))
+    assert (rgba.code, rgba.status) == ("decoded_too_large", 422)
+    grey16 = _error(png_claiming_size(7071, 7071, bit_depth=16))
+    assert grey16.code != "decoded_too_large"  # passes the budget; then fails as the stub it is
+
+
+def test_a_png_with_a_bad_idat_crc_is_refused() -> None:
+    """Pillow decodes IDAT without checking its CRC: a damaged film would be scored as it is."""
+    data = bytearray(png_bytes(chest_like(48, 40)))
+    idat = data.index(b"IDAT")
+    length = int.from_bytes(data[idat - 4 : idat], "big")
+    data[idat + 4 + length] ^= 0xFF  # first byte of the IDAT chunk's CRC
+    error = _error(bytes(data))
+    assert (error.code, error.status) == ("corrupt_image", 400)
+    assert "CRC" in error.detail
+
+
+def test_a_colour_jpeg_decodes_to_its_luma_plane() -> None:
+    """Colour JPEGs are decoded straight to the luma plane (Pillow's draft mode): the same film in
+    grey and in colour stay within JPEG rounding of each other."""
+    plane = chest_like(64, 48, seed=5)
+    grey = decode_image(jpeg_bytes(plane)).pixels
+    colour = decode_image(jpeg_bytes(plane, rgb=True)).pixels
+    assert np.abs(grey - colour).max() <= 3.0

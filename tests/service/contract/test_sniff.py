@@ -67,15 +67,26 @@ def test_dicom_marker_decides_whatever_the_preamble_holds() -> None:
     assert decode_image(bytes(data)).height == PLANE.shape[0]
 
 
-def test_dicom_without_part10_marker_is_unsupported() -> None:
-    """A bare dataset (no 128-byte preamble, no 'DICM') is not accepted, even though pydicom could
-    guess its way through it with ``force=True``."""
+def test_dicom_without_preamble_is_sniffed_as_dicom() -> None:
+    """A bare dataset (no 128-byte preamble, no 'DICM'), as older archives write them, is DICOM:
+    ``test_dicom_header`` decodes such files; here only the sniffing."""
     buffer = io.BytesIO()
     dicom_dataset(PLANE).save_as(buffer, enforce_file_format=False)
     data = buffer.getvalue()
     assert data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] != DICOM_MAGIC
-    error = _refused(data)
-    assert (error.code, error.status) == ("unsupported_format", 415)
+    assert sniff_format(data) is SourceFormat.DICOM
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"\x08\x00\x05\x00" + b"\xff\xff\xff\x7f" + bytes(64), id="implicit-length-past-eof"),
+        pytest.param(b"\x08\x00\x05\x20XX\x02\x00ab", id="element-number-implausible"),
+        pytest.param(b"\x10\x00\x10\x00PN\x04\x00Zz^Q", id="first-group-not-0008"),
+    ],
+)
+def test_bytes_that_only_look_like_a_raw_dataset_are_unsupported(data: bytes) -> None:
+    assert _refused(data).code == "unsupported_format"
 
 
 def test_dicom_marker_at_the_wrong_offset_is_unsupported() -> None:

@@ -71,7 +71,15 @@ def deployment(tiny_model_dir: Path, tmp_path: Path) -> Iterator[Deployment]:
     keys = write_api_keys(
         tmp_path / "api_keys", f"{TEST_KEY_ID}:{TEST_API_KEY}:predict,metrics,admin", f"reader:{READER_KEY}"
     )
-    settings = Settings(model_store=store, model_version="1", execution_provider="cpu", api_keys_file=keys)
+    settings = Settings(
+        model_store=store,
+        model_version="1",
+        execution_provider="cpu",
+        api_keys_file=keys,
+        # The in-flight test holds an upload open across a reload: no idle or rate cut-off meanwhile.
+        upload_idle_timeout_s=60.0,
+        upload_min_rate_bps=0.0,
+    )
     with (
         ThreadedServer(create_app(settings)) as server,
         httpx.Client(base_url=server.url, timeout=30, headers=AUTH_HEADERS) as client,
@@ -222,9 +230,10 @@ def test_an_in_flight_request_finishes_on_the_model_it_started_with(deployment: 
 
 
 def _wait_for_in_flight(deployment: Deployment) -> None:
-    """Until the stalled request holds an admission slot: its model was resolved when it started."""
+    """Until the stalled request is reading its upload (it holds no slot while it does): its model
+    was resolved when the route started."""
     deadline = time.monotonic() + 30
-    while deployment.metric("cxr_admission_running").get((), 0.0) < 1:
+    while deployment.metric("cxr_upload_bytes_in_flight").get((), 0.0) < 1:
         assert time.monotonic() < deadline, "the stalled request never reached the route"
         time.sleep(0.01)
 

@@ -4,6 +4,7 @@ Every object is built and read back with pydicom's reading and writing validatio
 every element is decoded, so a value that breaks its VR (length, characters, format) fails the test.
 """
 
+import contextlib
 import io
 import logging
 import warnings
@@ -37,7 +38,14 @@ from service.outputs.dicom_results import (
     build_structured_report,
 )
 from service.outputs.overlay import render_overlay
-from tests.factories import FAKE_PHI_FRAGMENTS, chest_like, dicom_bytes, dicom_dataset, png_bytes
+from tests.factories import (
+    FAKE_PHI_FRAGMENTS,
+    chest_like,
+    dicom_bytes,
+    dicom_dataset,
+    nested_patient_name_dicom,
+    png_bytes,
+)
 
 MODEL = "cxr-pneumonia"
 VERSION = "20261122.1"
@@ -70,6 +78,18 @@ def strict_dicom() -> Iterator[None]:
         settings.reading_validation_mode, settings.writing_validation_mode = saved
 
 
+@contextmanager
+def lenient_dicom() -> Iterator[None]:
+    """pydicom writes invalid values as they are, as a hostile client's software would."""
+    settings = pydicom.config.settings
+    saved = settings.writing_validation_mode
+    settings.writing_validation_mode = pydicom.config.IGNORE
+    try:
+        yield
+    finally:
+        settings.writing_validation_mode = saved
+
+
 def read_strict(data: bytes) -> Dataset:
     """Parse Part 10 bytes (preamble and 'DICM' required: no ``force``) and decode every element."""
     with strict_dicom():
@@ -95,8 +115,11 @@ def structured_report(
     threshold: float | None = THRESHOLD,
     positive_class: str | None = "PNEUMONIA",
     model_name: str = MODEL,
+    strict: bool = True,
 ) -> bytes:
-    with strict_dicom():
+    """The SR, built with pydicom validating everything it reads and writes; ``strict=False`` for a
+    hostile source, which the service reads as it does in production (reading validation off)."""
+    with strict_dicom() if strict else contextlib.nullcontext():
         return build_structured_report(
             source,
             probabilities=probabilities,
@@ -426,3 +449,88 @@ def test_sr_rejects_inconsistent_arguments(source_bytes: bytes) -> None:
         structured_report(source_bytes, predicted_class="EFFUSION")
     with pytest.raises(ValueError, match="positive_class"):
         structured_report(source_bytes, positive_class=None)
+
+
+# --- hostile metadata (issue 15) ------------------------------------------------------------------
+
+_BUILD_IN_A_BOUNDED_PROCESS = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
+from service.contract import InputError
+from service.outputs.dicom_results import build_secondary_capture, build_structured_report
+from tests.factories import chest_like, nested_patient_name_dicom, png_bytes
+source = nested_patient_name_dicom(chest_like(96, 80), {depth})
+try:
+    if "{kind}" == "sc":
+        build_secondary_capture(source, png_bytes(chest_like(64, 64)), model_name="m", model_version="1",
+                                class_name="PNEUMONIA")
+    else:
+        build_structured_report(source, probabilities={{"NORMAL": 0.2, "PNEUMONIA": 0.8}},
+                                predicted_class="PNEUMONIA", triage_level=None, threshold=None,
+                                positive_class=None, model_name="m", model_version="1")
+except InputError as exc:
+    print(exc.code, exc.status)
+"""
+# Before the fix the builders needed 3 GB and 40 s at depth 250, and crashed the process: run them
+# in a child with 2 GiB of address space and a timeout, so a regression fails without harming the host.
+_CHILD_ADDRESS_SPACE = 2 << 30
+_CHILD_TIMEOUT_S = 120
+
+
+@pytest.mark.parametrize("kind", ["sc", "sr"])
+@pytest.mark.parametrize("depth", [400, 1000])
+def test_builders_refuse_a_patient_name_nested_as_a_deep_sequence(kind: str, depth: int) -> None:
+    import subprocess
+    import sys
+
+    from tests.service.live import REPO_ROOT, service_env
+
+    script = _BUILD_IN_A_BOUNDED_PROCESS.format(limit=_CHILD_ADDRESS_SPACE, depth=depth, kind=kind)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env=service_env(),
+        capture_output=True,
+        text=True,
+        timeout=_CHILD_TIMEOUT_S,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "dicom_too_deep 400"), done.stderr[-2000:]
+
+
+def test_builders_copy_only_plain_listed_values(overlay_png: bytes) -> None:
+    """Within the limits, hostile values still stay behind: a PatientName that is a sequence, a
+    Study Description of 10,000 characters, a multi-valued Accession Number, a UID holding a name,
+    a private element. The listed attributes that are plain come through."""
+    data = nested_patient_name_dicom(chest_like(96, 80, seed=3), 5)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.StudyDescription = "x" * 10_000
+    ds.AccessionNumber = ["A1", "A2"]
+    ds.add_new(0x00091010, "LO", "VENDOR")
+    ds.add_new(0x00091001, "LO", "private value")
+    sr_source = dicom_bytes(ds)
+    with lenient_dicom():
+        ds.SeriesInstanceUID = "Canaryson^Zebulon"  # the SC references the series only if it is a UID
+        sc_source = dicom_bytes(ds)
+    results = {
+        "sc": build_secondary_capture(
+            sc_source, overlay_png, model_name=MODEL, model_version=VERSION, class_name="PNEUMONIA"
+        ),
+        "sr": structured_report(sr_source, strict=False),
+    }
+    for kind, result in results.items():
+        out = read_strict(result) if kind == "sc" else pydicom.dcmread(io.BytesIO(result))
+        assert out["PatientName"].VR == "PN" and not out.PatientName, kind
+        assert "StudyDescription" not in out, kind
+        assert out.AccessionNumber in ("", None), kind
+        assert 0x00091001 not in out, kind
+        assert out.PatientID == ds.PatientID and out.StudyInstanceUID == ds.StudyInstanceUID, kind
+        assert b"Canaryson" not in result, kind
+
+
+def test_sr_refused_for_a_source_series_uid_that_is_not_a_uid() -> None:
+    with lenient_dicom():
+        source = dicom_bytes(source_dataset(SeriesInstanceUID="1.2.3\nforged log line"))
+    with pytest.raises(InputError) as caught:
+        structured_report(source, strict=False)
+    assert caught.value.code == "dicom_output_unavailable"

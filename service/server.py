@@ -1,0 +1,165 @@
+"""The HTTP server configuration: uvicorn on h11, with header limits and protocol errors in our shape.
+
+Why h11 and not httptools (uvicorn's default when installed): llhttp, under httptools, sets no limit
+on the request head - a 1 MiB header was accepted and eight 128 MiB headers added 1 GB of RSS - and
+uvicorn answers its parse errors with a plain-text 400. h11 buffers at most
+``max_incomplete_event_size`` bytes of an unfinished request head and says which limit a refusal
+hit (``error_status_hint``), and uvicorn's h11 protocol has one place (``send_400_response``) where
+every protocol-level refusal goes out. So:
+
+* request line + headers past ``CXR_MAX_HEADER_BYTES``: 431 ``headers_too_large`` (414
+  ``uri_too_long`` when the request line alone is past it); more than ``CXR_MAX_HEADER_COUNT``
+  header fields: 431 ``too_many_headers``;
+* anything else h11 refuses (bad, negative, conflicting or over-long Content-Length, NUL/CR in a
+  header, a non-ASCII target, a malformed request line) - and, stricter than h11, Content-Length
+  together with Transfer-Encoding (request smuggling): 400 ``bad_http_request``. Content-Length
+  sent twice with the same value is merged into one, as RFC 9110 section 8.6 allows;
+* each answered with the service's ``{"code", "detail"}`` JSON, ``Connection: close``, and an audit
+  line and a request metric like any other answer. Unknown methods parse fine and reach the app,
+  which answers them 401/404/405 in the same shape.
+
+h11 is slower than httptools per request, which does not matter beside a model run.
+"""
+
+import json
+import logging
+import sys
+from typing import Any
+
+import h11
+import uvicorn
+from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from service.lifecycle.state import context_of
+from service.observability.audit import AuditRecord, UidHasher, log_request
+from service.observability.metrics import UNMATCHED_ROUTE, Metrics
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_PHRASES = {
+    400: b"Bad Request",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    501: b"Not Implemented",
+}
+_LONG_TARGET = "request target too long"
+_SMUGGLING = "Content-Length with Transfer-Encoding"
+
+
+class _CheckedConnection(h11.Connection):
+    """h11's connection, refusing a request head with too many fields or ambiguous framing."""
+
+    def __init__(self, max_incomplete_event_size: int, max_header_count: int) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
+        self._max_head = max_incomplete_event_size
+        self.max_header_count = max_header_count
+
+    def next_event(self) -> Any:
+        event = super().next_event()
+        if isinstance(event, h11.Request):
+            # h11 limits only a head still incomplete in its buffer; one that arrived whole in a
+            # single read is measured here.
+            if len(event.target) > self._max_head:
+                self._fail(h11.RemoteProtocolError(_LONG_TARGET, error_status_hint=414))
+            if (
+                len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
+                > self._max_head
+            ):
+                self._fail(h11.RemoteProtocolError("request head too large", error_status_hint=431))
+            if len(event.headers) > self.max_header_count:
+                self._fail(h11.RemoteProtocolError("too many header fields", error_status_hint=431))
+            names = {name for name, _ in event.headers}
+            if {b"content-length", b"transfer-encoding"} <= names:
+                self._fail(h11.RemoteProtocolError(_SMUGGLING))
+        return event
+
+    def _fail(self, error: h11.RemoteProtocolError) -> None:
+        # uvicorn catches it like h11's own and calls send_400_response, which closes the connection.
+        raise error
+
+
+def _refusal(error: BaseException | None, pending: bytes, max_head: int) -> tuple[int, str, str]:
+    """(status, code, detail) for a request h11 or our checks refused."""
+    hint = getattr(error, "error_status_hint", 400)
+    message = str(error) if isinstance(error, h11.RemoteProtocolError) else ""
+    if hint == 431 and message == "too many header fields":
+        return 431, "too_many_headers", "The request has too many header fields (CXR_MAX_HEADER_COUNT)."
+    if hint == 414 or (hint == 431 and b"\r\n" not in pending[:max_head]):
+        return (
+            414,
+            "uri_too_long",
+            f"The request line is longer than {max_head} bytes (CXR_MAX_HEADER_BYTES).",
+        )
+    if hint == 431:
+        return (
+            431,
+            "headers_too_large",
+            f"The request head is larger than {max_head} bytes (CXR_MAX_HEADER_BYTES).",
+        )
+    if message == _SMUGGLING:
+        return 400, "bad_http_request", f"Ambiguous message framing ({_SMUGGLING}) is refused."
+    if hint == 501:
+        # RFC 9112 suggests 501, but a client's choice must never raise a server-fault (5xx) alert.
+        return 400, "unsupported_transfer_encoding", "Only Transfer-Encoding: chunked is supported."
+    # h11's messages quote the offending bytes: not echoed, not logged.
+    return 400, "bad_http_request", "The HTTP request is malformed (request line, header or Content-Length)."
+
+
+def protocol_class(settings: Settings, metrics: Metrics) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with our limits, and our JSON body on every protocol-level refusal."""
+    max_head, max_count = settings.max_header_bytes, settings.max_header_count
+    hasher = UidHasher()  # the audit line of a refused request carries no UID to hash
+
+    class JsonErrorH11Protocol(H11Protocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.conn = _CheckedConnection(max_head, max_count)
+
+        def send_400_response(self, msg: str) -> None:
+            # Called by uvicorn inside its ``except h11.RemoteProtocolError`` block.
+            status, code, detail = _refusal(sys.exc_info()[1], self.conn.trailing_data[0], max_head)
+            body = json.dumps({"code": code, "detail": detail}).encode()
+            head = [
+                b"HTTP/1.1 %d %s" % (status, _PHRASES.get(status, b"Bad Request")),
+                b"content-type: application/json",
+                b"content-length: %d" % len(body),
+                b"connection: close",
+                b"cache-control: no-store",
+                b"x-content-type-options: nosniff",
+            ]
+            # Written by hand: h11's state machine is in ERROR after a refused request.
+            self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+            self.transport.close()
+            metrics.observe_request(UNMATCHED_ROUTE, "OTHER", status, 0.0)
+            log_request(
+                AuditRecord(code=code),
+                hasher,
+                method="OTHER",
+                route=UNMATCHED_ROUTE,
+                status=status,
+                duration_ms=0.0,
+            )
+
+    return JsonErrorH11Protocol
+
+
+def uvicorn_config(
+    app: FastAPI, *, host: str, port: int, log_level: str | None = None, **extra: Any
+) -> uvicorn.Config:
+    """The server configuration both ``python -m service`` and the tests' threaded server use."""
+    context = context_of(app)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=protocol_class(context.settings, context.metrics),
+        h11_max_incomplete_event_size=context.settings.max_header_bytes,
+        log_config=None,  # keep the JSON handlers the process installed
+        log_level=log_level,
+        access_log=False,  # RequestObserver logs each request with its id
+        server_header=False,
+        lifespan="on",  # a lifespan failure (bad model) must stop the process, not be ignored
+        **extra,
+    )

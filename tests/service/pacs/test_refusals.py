@@ -1,0 +1,91 @@
+"""What the gateway refuses, and how: unknown callers, unsupported SOP classes, films the contract
+refuses (dead-lettered with the reason). The SCP keeps serving and the queue keeps moving."""
+
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, CTImageStorage, SecondaryCaptureImageStorage
+
+from service.settings import Settings
+from tests.service.live import metric_value
+from tests.service.pacs.harness import (
+    MODALITY_AE,
+    all_done,
+    echoscu,
+    film,
+    gateway_server,
+    pacs_settings,
+    storescu,
+    wait_for,
+    write_films,
+)
+
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+
+
+def _as_class(sop_class: str, seed: int, **edits: Any) -> Dataset:
+    ds = film(seed=seed, **edits)
+    ds.SOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
+    return ds
+
+
+def test_refused_and_dead_lettered_while_the_scp_keeps_serving(
+    tmp_path: Path, service_settings: Settings
+) -> None:
+    pacs = pacs_settings(tmp_path / "spool")
+    assert pacs.dicom_port is not None
+    port = pacs.dicom_port
+    truncated = film(seed=33)
+    truncated.PixelData = truncated.PixelData[: len(truncated.PixelData) // 3]
+    ct_as_sc = _as_class(SecondaryCaptureImageStorage, 34, Modality="CT")
+    bad = write_films(tmp_path / "bad", [truncated, ct_as_sc])
+    (ct,) = write_films(tmp_path / "ct", [_as_class(CTImageStorage, 31, Modality="CT")])
+    (text_sr,) = write_films(tmp_path / "sr", [_as_class(BASIC_TEXT_SR, 32)])
+    good = film(seed=35)
+    (good_path,) = write_films(tmp_path / "good", [good])
+    with gateway_server(service_settings, pacs) as (_, client):
+        # An unknown calling AE title: the association is rejected.
+        stranger = storescu(port, [good_path], calling="STRANGER")
+        assert stranger.returncode != 0
+        assert "rejected" in (stranger.stdout + stranger.stderr).lower()
+        assert metric_value(client, "cxr_pacs_associations_refused_total", reason="calling_ae") == 1
+        # A CT and a non-image SOP class find no presentation context: nothing stored.
+        for path in (ct, text_sr):
+            refused = storescu(port, [path], calling=MODALITY_AE)
+            assert refused.returncode != 0, refused.stdout + refused.stderr
+        assert metric_value(client, "cxr_pacs_received_total", source="dimse", outcome="stored") == 0
+        # A corrupt pixel stream and a CT sent as Secondary Capture: accepted, then dead-lettered.
+        assert storescu(port, bad, calling=MODALITY_AE).returncode == 0
+        # The SCP still answers, and the next film is triaged: the poison films block nothing.
+        assert echoscu(port, calling=MODALITY_AE).returncode == 0
+        assert storescu(port, [good_path], calling=MODALITY_AE).returncode == 0
+        jobs = {
+            job["sop_instance_uid"]: job for job in wait_for("3 jobs finished", lambda: all_done(client, 3))
+        }
+        assert jobs[good.SOPInstanceUID]["state"] == "done"
+        assert jobs[good.SOPInstanceUID]["triage_level"] in ("urgent", "routine")
+        dead_truncated = jobs[str(truncated.SOPInstanceUID)]
+        dead_ct = jobs[str(ct_as_sc.SOPInstanceUID)]
+        assert dead_truncated["state"] == "dead" and dead_truncated["reason"].startswith("corrupt"), (
+            dead_truncated
+        )
+        assert dead_ct["state"] == "dead" and dead_ct["reason"].startswith("unsupported_modality"), dead_ct
+        assert metric_value(client, "cxr_pacs_dead_letter_jobs") == 2
+        # Dead letters stay visible, with their reason, in the worklist; no triage level.
+        dead = [s for s in client.get("/v1/studies").json()["studies"] if s["triage_level"] is None]
+        assert len(dead) == 2
+
+
+def test_peer_outside_the_allowed_networks_is_disconnected(
+    tmp_path: Path, service_settings: Settings
+) -> None:
+    pacs = pacs_settings(tmp_path / "spool", dicom_allowed_peers="192.0.2.0/24")
+    assert pacs.dicom_port is not None
+    (path,) = write_films(tmp_path / "films", [film(seed=40)])
+    with gateway_server(service_settings, pacs) as (_, client):
+        assert echoscu(pacs.dicom_port, calling=MODALITY_AE).returncode != 0
+        assert storescu(pacs.dicom_port, [path], calling=MODALITY_AE).returncode != 0
+        assert metric_value(client, "cxr_pacs_associations_refused_total", reason="peer") >= 2
+        assert client.get("/v1/studies").json()["total"] == 0
