@@ -100,11 +100,13 @@ def with_annotated(films: FilmDataset, count: int, seed: int) -> tuple[torch.Ten
     return torch.cat([films.inputs, copies]), torch.cat([films.labels, films.labels[chosen]])
 
 
-def fit_ood(model: Classifier, data: SplitData, num_classes: int) -> tuple[OodStatistics, OodDetector]:
+def fit_ood(
+    model: Classifier, data: SplitData, num_classes: int, annotated_share: float = ANNOTATED_SHARE
+) -> tuple[OodStatistics, OodDetector]:
     """Statistics from the training films, the threshold from the validation films; both sets hold
-    annotated and shifted copies of a share of their films (``ANNOTATED_SHARE``)."""
-    train_inputs, train_labels = with_annotated(data.train, round(ANNOTATED_SHARE * len(data.train)), 0)
-    val_inputs, _ = with_annotated(data.validation, round(ANNOTATED_SHARE * len(data.validation)), 1)
+    annotated and shifted copies of ``annotated_share`` of their films."""
+    train_inputs, train_labels = with_annotated(data.train, round(annotated_share * len(data.train)), 0)
+    val_inputs, _ = with_annotated(data.validation, round(annotated_share * len(data.validation)), 1)
     stats, val_scores = fit_ood_statistics(model, train_inputs, train_labels, val_inputs, num_classes)
     threshold = validation_threshold(val_scores)
     detector = OodDetector(
@@ -145,13 +147,15 @@ def export_run(
     ood: bool = True,
     *,
     shift_benchmark: ShiftBenchmark | None = None,
+    annotated_share: float = ANNOTATED_SHARE,
 ) -> Path:
     """Export a finished run into the store and return the new version folder.
 
     ``ood=False`` leaves out the out-of-distribution detector (no ``ood_score`` output): only for
     models whose validation split is too small to set its threshold. ``shift_benchmark``: the
     checkpoint's shift benchmark (``training.evaluation.shift_report.checkpoint_benchmark``), recorded
-    in the card.
+    in the card. ``annotated_share``: the share of films copied with annotations for the OOD fit
+    (0 for toy models whose few synthetic films would make the copies the whole distribution).
     """
     model, config, summary = load_trained_model(run_dir)
     check_not_collapsed(summary.validation_metrics, summary.class_names, f"run {run_dir.name}")
@@ -159,7 +163,7 @@ def export_run(
     target = store / name / version
     check_free(target)
     data = load_split(run_dir, summary.class_names, summary.image_size, train_limit=OOD_TRAIN_FILMS)
-    stats, detector = fit_ood(model, data, len(summary.class_names)) if ood else (None, None)
+    stats, detector = fit_ood(model, data, len(summary.class_names), annotated_share) if ood else (None, None)
     if detector is not None:
         log.info(
             "OOD threshold %.3f rejects %.2f %% of validation films",

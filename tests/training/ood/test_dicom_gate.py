@@ -72,7 +72,7 @@ def test_hospital_dicoms_of_training_films_pass_the_tiny_models_gate(
         )
         png_score, dicom_score = _score(session, card, png), _score(session, card, data)
         # the same film as a hospital DICOM scores like the PNG it came from
-        assert dicom_score == pytest.approx(png_score, rel=0.25, abs=0.1)
+        assert abs(dicom_score - png_score) <= 0.25 * card.ood.threshold, film.label
         if png_score <= card.ood.threshold * 0.9:
             assert dicom_score <= card.ood.threshold, film.label
 
