@@ -1,5 +1,5 @@
-"""``python -m training {train,run,export,evaluate,grid,cross-source,ood-report,quantize,publish,activate}``:
-argument parsing only; the work is in the library."""
+"""``python -m training {train,run,finish,export,evaluate,grid,cross-source,ood-report,quantize,publish,
+activate,release}``: argument parsing only; the work is in the library."""
 
 import argparse
 import logging
@@ -182,6 +182,29 @@ def _parser() -> argparse.ArgumentParser:
     finish_parser.add_argument(
         "--run", dest="run_dir", type=Path, required=True, help="the stopped run folder"
     )
+    release_parser = commands.add_parser(
+        "release",
+        help="make a store version the repository's released model (replaces the previous one; no commit)",
+    )
+    release_parser.add_argument(
+        "--model", type=Path, required=True, help="<store>/<name>/<version> to release"
+    )
+    release_parser.add_argument(
+        "--provenance",
+        type=Path,
+        required=True,
+        help="JSON: the exact command, data sources (path, licence, attribution) and figures",
+    )
+    release_parser.add_argument(
+        "--precision-choice", dest="precision_choice", type=Path, help="JSON from python -m bench.precision"
+    )
+    release_parser.add_argument("--models", type=Path, default=Path("models"), help="the repository's store")
+    release_parser.add_argument(
+        "--repo",
+        type=Path,
+        default=Path(),
+        help="the project root, whose .gitignore/.dockerignore it rewrites",
+    )
     run_parser = commands.add_parser("run", help="train, then export the result")
     _add_train_arguments(run_parser)
     _add_export_arguments(run_parser, False)
@@ -247,6 +270,28 @@ def _evaluate(args: argparse.Namespace) -> int:
     return EXIT_COLLAPSED if evaluation.collapsed else 0
 
 
+def _release(args: argparse.Namespace) -> int:
+    import json
+
+    from training.release.released import Provenance, ReleaseError, release
+
+    try:
+        provenance = Provenance.model_validate_json(args.provenance.read_text(encoding="utf-8"))
+        choice = None
+        if args.precision_choice is not None:
+            choice = json.loads(args.precision_choice.read_text(encoding="utf-8"))
+        target = release(args.model, args.models, provenance, repo_root=args.repo, precision_choice=choice)
+    except (ReleaseError, OSError, ValueError) as exc:
+        print(f"REFUSED: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"RELEASED: {target} (see {target}/RELEASE.md). Review and commit it:")
+    print(
+        f"  git add -A {args.models} .gitignore .dockerignore && "
+        f"git commit -m 'Release {target.parent.name} {target.name}'"
+    )
+    return 0
+
+
 def _quantize(args: argparse.Namespace) -> int:
     from training.export.quantize import quantize_model
 
@@ -308,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     if args.command in ("publish", "activate"):
         return _move_pointer(args)  # before any torch import: it needs no torch
+    if args.command == "release":
+        return _release(args)  # needs no torch either
 
     from training.stats.metrics import CollapsedModelError
 
