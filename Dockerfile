@@ -13,7 +13,8 @@
 # Every third-party package comes from requirements/<image>.lock with pip --require-hashes, so a
 # rebuild installs the same bytes; `python scripts/lock_images.py` regenerates those files. The base
 # images are tags: pin them by digest (name:tag@sha256:...) in the registry that builds releases.
-# No secret is baked in: the API key file and the model store are mounted at run time.
+# No secret is baked in: the API key file is mounted at run time. The serving image carries the released
+# model (models/cxr-pneumonia/RELEASED); mount a model store at /models to serve another.
 
 ARG VARIANT=gpu
 # These two must match PYTHON_IMAGE and CUDA_IMAGE in scripts/lock_images.py (the locks are resolved
@@ -107,14 +108,21 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY requirements/serve-${VARIANT}.lock /opt/cxr/requirements.lock
 RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes --only-binary=:all: --no-deps \
         -r /opt/cxr/requirements.lock
+# The released model (docs/release.md), so `docker run` serves at once: .dockerignore lets in exactly
+# the version models/cxr-pneumonia/RELEASED names. It becomes the store's ACTIVE version (the chart's
+# default CXR_MODEL_VERSION) and, as the only one, its latest. A store mounted at /models replaces it.
+COPY models/cxr-pneumonia/ /models/cxr-pneumonia/
+RUN mv /models/cxr-pneumonia/RELEASED /models/cxr-pneumonia/ACTIVE \
+    && test -f "/models/cxr-pneumonia/$(cat /models/cxr-pneumonia/ACTIVE)/model.onnx"
 COPY --from=wheel /dist/ /tmp/dist/
 # The last command fails the build if anything pulled torch in: the serving image must not carry it.
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /tmp/dist/*.whl \
     && rm -rf /tmp/dist \
     && /opt/venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)"
 # CXR_HOST: the service binds loopback by default, unreachable through a published port.
-# CXR_MODEL_STORE: mount the store (read-only) at /models. No CXR_API_KEYS_FILE default: without
-# one (and without CXR_AUTH=disabled) the service refuses to start, so a missing key mount is loud.
+# CXR_MODEL_STORE: the released model above, or a store mounted (read-only) over /models.
+# No CXR_API_KEYS_FILE default: without one (and without CXR_AUTH=disabled) the service refuses to
+# start, so a missing key mount is loud.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

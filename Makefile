@@ -1,4 +1,4 @@
-# The two commands a newcomer needs:  `make demo`  and  `make test`  (see README.md).
+# The commands a newcomer needs:  `make demo` (serve the released model),  `make train`  and  `make test`.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,7 +15,7 @@ HELM_SDK := helm-sdkpy==0.1.32
 # Installed by `make test` where apt-get works as root; elsewhere those tests skip and say why.
 SYSTEM_PACKAGES := chromium orthanc orthanc-dicomweb dcmtk
 
-.PHONY: setup demo test system-packages lint typecheck unit audit lock lock-images clean
+.PHONY: setup setup-serve demo train release test system-packages lint typecheck unit audit lock lock-images clean
 
 setup: $(VENV)/.installed
 
@@ -27,9 +27,34 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --ignore-requires-python $(HELM_SDK)
 	touch $@
 
-# Train the default model on $$CXR_DATA, export it, start the service and classify a real film.
-demo: setup
+# The serving environment alone (the serve extra: ONNX Runtime, FastAPI; no torch), pinned by the
+# lock: what `make demo` needs, about 60 MB of wheels instead of the full environment's gigabytes.
+# --no-compile: bytecode is compiled on import, for the modules the service uses, not for every file.
+# A full environment (`make setup`) already holds it.
+setup-serve: $(VENV)/.serve-installed
+
+$(VENV)/.serve-installed: pyproject.toml
+	if [ -f $(VENV)/.installed ]; then touch $@; exit 0; fi; \
+	  $(PYTHON) -m venv $(VENV) \
+	  && $(BIN)/pip install --quiet --no-compile -c $(LOCK) -e '.[serve]' \
+	  && touch $@
+
+# Serve the released model (models/cxr-pneumonia/RELEASED) and classify the sample films over HTTP.
+# No training, no data. DEMO_SERVE=0 stops after the examples.
+demo: setup-serve
 	VENV=$(VENV) bash scripts/demo.sh
+
+# Train the default recipe (TRAIN_CONFIG), export it into the local store models/ and publish it there.
+TRAIN_CONFIG ?= training/configs/default.yaml
+train: setup
+	VENV=$(VENV) bash scripts/train.sh $(TRAIN_CONFIG)
+
+# Replace the released model (docs/release.md): MODEL=<store>/<name>/<version> PROVENANCE=<json>
+# [PRECISION_CHOICE=<json from python -m bench.precision>]. Verifies, copies, rewrites RELEASED and
+# .gitignore/.dockerignore; commits nothing.
+release: setup
+	$(BIN)/python -m training release --model $(MODEL) --provenance $(PROVENANCE) \
+	  $(if $(PRECISION_CHOICE),--precision-choice $(PRECISION_CHOICE))
 
 test: setup system-packages lint typecheck audit unit
 

@@ -1,81 +1,70 @@
 #!/usr/bin/env bash
-# `make demo`: train the default model on $CXR_DATA, export it to the model store, start the service,
-# classify two real validation films over HTTP, print a curl example, and keep serving until Ctrl-C.
-#   CXR_DATA=<root with one folder per class>   (default: ../shared/data/kermany224/train if present)
-#   TRAIN_ARGS="--finetune-epochs 1 ..."         extra flags for `python -m training run`
-#   DEMO_SERVE=0                                 stop after the example instead of serving
+# `make demo`: serve the released model (models/cxr-pneumonia/RELEASED, committed in git) and classify
+# the sample films in samples/ over HTTP: probabilities, triage level, Grad-CAM overlay saved, and the
+# non-chest image refused. No training and no data download (training is `make train`).
+#   DEMO_SERVE=0        stop after the examples instead of serving until Ctrl-C
+#   CXR_PORT=8000       port on 127.0.0.1
+#   DEMO_OUT=runs/demo  where the API key, overlays and service log go
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${VENV:-.venv}/bin"
-DEFAULT_DATA=../shared/data/kermany224/train
-DATA="${CXR_DATA:-}"
-if [[ -z "$DATA" && -d "$DEFAULT_DATA" ]]; then DATA="$DEFAULT_DATA"; fi
-if [[ -z "$DATA" || ! -d "$DATA" ]]; then
-  cat >&2 <<MSG
-No training data found. Set CXR_DATA to a folder laid out as <root>/<CLASS>/*.{png,jpg,jpeg,dcm}.
-The default model is trained on the training split of the Kermany 2018 pediatric chest X-ray dataset
-(Kermany et al., Cell 172(5), 2018; Mendeley Data, doi:10.17632/rscbjbr9sj.2, CC BY 4.0):
-download it, then run   CXR_DATA=/path/to/chest_xray/train make demo
-MSG
+NAME=cxr-pneumonia
+STORE=models
+PORT="${CXR_PORT:-8000}"
+OUT="${DEMO_OUT:-runs/demo}"
+if [[ ! -f "$STORE/$NAME/RELEASED" ]]; then
+  echo "No released model: $STORE/$NAME/RELEASED is missing (docs/release.md)." >&2
   exit 2
 fi
-
-NAME=cxr-pneumonia
-VERSION=$(date -u +%Y%m%dT%H%M%SZ)
-PORT="${CXR_PORT:-8000}"
-RUN_DIR="runs/${VERSION}-default"
-echo "== training the default model on $DATA (about 20 minutes on 2 CPU cores)"
-# shellcheck disable=SC2086  # TRAIN_ARGS is a list of flags
-"$BIN/python" -m training run --data "$DATA" --output-dir runs --run-name "${VERSION}-default" \
-  --store models --name "$NAME" --version "$VERSION" ${TRAIN_ARGS:-}
+VERSION=$(<"$STORE/$NAME/RELEASED")
+mkdir -p "$OUT"
+# GET <url> answers 2xx: Python's urllib, so the demo needs nothing beyond the serving environment.
+answers() { "$BIN/python" -c 'import sys, urllib.request as r; r.urlopen(sys.argv[1], timeout=5)' "$1" 2>/dev/null; }
+# Something else listening on the port would be mistaken for our service below: refuse instead.
+if "$BIN/python" -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 2)' \
+  "$PORT" 2>/dev/null; then
+  echo "Port $PORT on 127.0.0.1 is already in use: choose another with CXR_PORT=<port> make demo" >&2
+  exit 2
+fi
 
 # The service requires an API key (CXR_AUTH=required is the default): mint one for this demo into
 # files only this user can read - the key file, as a mounted Kubernetes Secret would provide it, and
 # a header file for curl, so the key never shows in a process list.
-KEYS_FILE="$RUN_DIR/api_keys"
-HEADER_FILE="$RUN_DIR/auth_header"
+KEYS_FILE="$OUT/api_keys"
+HEADER_FILE="$OUT/auth_header"
 API_KEY=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(32))')
 (umask 077 && printf 'demo:%s:predict,metrics\n' "$API_KEY" > "$KEYS_FILE" \
   && printf 'Authorization: Bearer %s\n' "$API_KEY" > "$HEADER_FILE")
 unset API_KEY
 
-echo "== starting the service on 127.0.0.1:$PORT with models/$NAME/$VERSION"
-env -u CXR_DATA CXR_MODEL_STORE=models CXR_MODEL_NAME="$NAME" CXR_MODEL_VERSION="$VERSION" \
-  CXR_API_KEYS_FILE="$KEYS_FILE" CXR_PORT="$PORT" "$BIN/python" -m service > "$RUN_DIR/service.log" 2>&1 &
+echo "== starting the service on 127.0.0.1:$PORT with the released model $STORE/$NAME/$VERSION"
+env -u CXR_MODEL_DIR CXR_MODEL_STORE="$STORE" CXR_MODEL_NAME="$NAME" CXR_MODEL_VERSION="$VERSION" \
+  CXR_API_KEYS_FILE="$KEYS_FILE" CXR_PORT="$PORT" CXR_HOST=127.0.0.1 \
+  "$BIN/python" -m service > "$OUT/service.log" 2>&1 &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true' EXIT
-for _ in $(seq 1 120); do
-  if curl -sf "http://127.0.0.1:$PORT/readyz" > /dev/null; then break; fi
-  if ! kill -0 "$SERVER" 2>/dev/null; then cat "$RUN_DIR/service.log" >&2; exit 1; fi
+for _ in $(seq 1 240); do
+  if answers "http://127.0.0.1:$PORT/readyz"; then break; fi
+  if ! kill -0 "$SERVER" 2>/dev/null; then cat "$OUT/service.log" >&2; exit 1; fi
   sleep 0.5
 done
-curl -sf "http://127.0.0.1:$PORT/readyz" > /dev/null
+if ! answers "http://127.0.0.1:$PORT/readyz"; then
+  echo "the service did not become ready in 2 minutes; its log:" >&2
+  cat "$OUT/service.log" >&2
+  exit 1
+fi
 
-# One validation film of each class: films the model never trained on.
-mapfile -t SAMPLES < <("$BIN/python" - "$RUN_DIR/split.csv" <<'PY'
-import csv, sys
-seen = {}
-for row in csv.DictReader(open(sys.argv[1])):
-    if row["split"] == "validation":
-        seen.setdefault(row["label"], row["path"])
-print("\n".join(seen[label] for label in sorted(seen)))
-PY
-)
-for film in "${SAMPLES[@]}"; do
-  echo "== POST $film"
-  curl -sf -H "@$HEADER_FILE" -F "file=@$film" "http://127.0.0.1:$PORT/v1/predict?overlay=false" \
-    | "$BIN/python" -m json.tool
-done
-curl -sf -H "@$HEADER_FILE" -F "file=@${SAMPLES[0]}" "http://127.0.0.1:$PORT/v1/predict" \
-  | "$BIN/python" -c 'import base64,json,sys; r=json.load(sys.stdin); open(sys.argv[1],"wb").write(base64.b64decode(r["gradcam"]["png_base64"]))' \
-    "$RUN_DIR/gradcam_example.png"
-echo "== Grad-CAM overlay of the first film saved to $RUN_DIR/gradcam_example.png"
+echo "== classifying the sample films (samples/README.md says where each comes from)"
+STATUS=0
+"$BIN/python" -m scripts.demo_client --url "http://127.0.0.1:$PORT" --header-file "$HEADER_FILE" \
+  --out "$OUT" || STATUS=$?
 cat <<MSG
 
-The service is up. Classify any PNG, JPEG or DICOM chest film with (API key: $KEYS_FILE):
-  curl -H @$HEADER_FILE -F "file=@${SAMPLES[0]}" "http://127.0.0.1:$PORT/v1/predict?overlay=false"
-Also: /v1/models  /metrics  /docs (with the key)  /healthz  /readyz     (service log: $RUN_DIR/service.log)
+Classify your own PNG, JPEG or DICOM chest film (API key in $KEYS_FILE):
+  curl -H @$HEADER_FILE -F "file=@/path/to/film.dcm" "http://127.0.0.1:$PORT/v1/predict?overlay=false"
+Also: /v1/models  /metrics  /docs (with the key)  /healthz  /readyz     (service log: $OUT/service.log)
+Train your own model: make train (docs/release.md); the released one: $STORE/$NAME/$VERSION/RELEASE.md
 MSG
-if [[ "${DEMO_SERVE:-1}" == "0" ]]; then exit 0; fi
+if [[ "${DEMO_SERVE:-1}" == "0" || "$STATUS" != "0" ]]; then exit "$STATUS"; fi
 echo "Serving until Ctrl-C."
 wait "$SERVER"

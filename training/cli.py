@@ -1,5 +1,5 @@
-"""``python -m training {train,run,export,evaluate,grid,ood-report,quantize,publish,activate}``:
-argument parsing only; the work is in the library."""
+"""``python -m training {train,run,finish,export,evaluate,grid,cross-source,ood-report,quantize,publish,
+activate,release}``: argument parsing only; the work is in the library."""
 
 import argparse
 import logging
@@ -65,6 +65,13 @@ def _add_export_arguments(parser: argparse.ArgumentParser, need_run: bool) -> No
     parser.add_argument(
         "--no-ood", dest="ood", action="store_false", help="leave out the out-of-distribution detector"
     )
+    parser.add_argument(
+        "--shift-films",
+        dest="shift_films",
+        type=int,
+        default=200,
+        help="validation films for the shift benchmark recorded in the card (0: none)",
+    )
 
 
 def _add_pointer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +99,17 @@ def _parser() -> argparse.ArgumentParser:
     report_parser.add_argument("--model", type=Path, required=True, help="models/<name>/<version>")
     report_parser.add_argument("--run", dest="run_dir", type=Path, required=True, help="its run folder")
     report_parser.add_argument("--out", type=Path, help="write the report as JSON here")
+    report_parser.add_argument(
+        "--extra-ood",
+        dest="extra_ood",
+        type=Path,
+        action="append",
+        default=[],
+        help="a folder of non-chest images that must be refused too (repeatable)",
+    )
+    report_parser.add_argument(
+        "--dicom-films", dest="dicom_films", type=int, default=3, help="hospital DICOMs to build (0-5)"
+    )
     quantize_parser = commands.add_parser(
         "quantize",
         help="publish an int8 (CPU) or fp16 (GPU) version of an exported model, measured on validation",
@@ -132,6 +150,11 @@ def _parser() -> argparse.ArgumentParser:
     grid_parser.add_argument(
         "--rescore", action="store_true", help="evaluate finished cells again without retraining them"
     )
+    study_parser = commands.add_parser(
+        "cross-source", help="train recipes on some sources, score them on every source and under shift"
+    )
+    study_parser.add_argument("spec", type=Path, help="the study YAML (see training/study/cross_source.py)")
+    study_parser.add_argument("--out", type=Path, help="report folder (default: the YAML's folder)")
     evaluate_parser = commands.add_parser(
         "evaluate", help="full evaluation report of a run's checkpoint or of an exported model"
     )
@@ -147,6 +170,43 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate_parser.add_argument("--split", choices=["validation", "test"], default="validation")
     evaluate_parser.add_argument("--out", type=Path, required=True, help="report folder")
+    evaluate_parser.add_argument(
+        "--shift",
+        action="store_true",
+        help="the acquisition-shift benchmark (with --run, and --model to score the ONNX graph) instead",
+    )
+    evaluate_parser.add_argument(
+        "--shift-films", dest="shift_films", type=int, default=300, help="validation films drawn for --shift"
+    )
+    finish_parser = commands.add_parser(
+        "finish", help="conclude a stopped run from its best checkpoint (calibration, threshold, summary)"
+    )
+    finish_parser.add_argument(
+        "--run", dest="run_dir", type=Path, required=True, help="the stopped run folder"
+    )
+    release_parser = commands.add_parser(
+        "release",
+        help="make a store version the repository's released model (replaces the previous one; no commit)",
+    )
+    release_parser.add_argument(
+        "--model", type=Path, required=True, help="<store>/<name>/<version> to release"
+    )
+    release_parser.add_argument(
+        "--provenance",
+        type=Path,
+        required=True,
+        help="JSON: the exact command, data sources (path, licence, attribution) and figures",
+    )
+    release_parser.add_argument(
+        "--precision-choice", dest="precision_choice", type=Path, help="JSON from python -m bench.precision"
+    )
+    release_parser.add_argument("--models", type=Path, default=Path("models"), help="the repository's store")
+    release_parser.add_argument(
+        "--repo",
+        type=Path,
+        default=Path(),
+        help="the project root, whose .gitignore/.dockerignore it rewrites",
+    )
     run_parser = commands.add_parser("run", help="train, then export the result")
     _add_train_arguments(run_parser)
     _add_export_arguments(run_parser, False)
@@ -156,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
 def _ood_report(args: argparse.Namespace) -> int:
     from training.ood.report import format_report, ood_report, write_report
 
-    report = ood_report(args.model, args.run_dir)
+    report = ood_report(args.model, args.run_dir, args.extra_ood, dicom_films=args.dicom_films)
     print(format_report(report))
     if args.out is not None:
         write_report(report, args.out)
@@ -171,9 +231,31 @@ def _grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cross_source(args: argparse.Namespace) -> int:
+    from training.study.cross_source import run_study
+
+    outcomes = run_study(args.spec, args.out)
+    print(f"{len(outcomes)} cells; report in {args.out or args.spec.parent}")
+    return 0
+
+
+def _shift(args: argparse.Namespace) -> int:
+    from training.evaluation import EvaluationError
+    from training.evaluation.shift_report import shift_report
+
+    try:
+        print(shift_report(args.run_dir, args.model, args.out, args.split, args.shift_films))
+    except EvaluationError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from training.evaluation import EvaluationError, evaluate_folder, evaluate_run
 
+    if args.shift:
+        return _shift(args)
     try:
         if args.data_dir is not None:
             if args.model is None or args.run_dir is not None:
@@ -190,6 +272,28 @@ def _evaluate(args: argparse.Namespace) -> int:
     return EXIT_COLLAPSED if evaluation.collapsed else 0
 
 
+def _release(args: argparse.Namespace) -> int:
+    import json
+
+    from training.release.released import Provenance, ReleaseError, release
+
+    try:
+        provenance = Provenance.model_validate_json(args.provenance.read_text(encoding="utf-8"))
+        choice = None
+        if args.precision_choice is not None:
+            choice = json.loads(args.precision_choice.read_text(encoding="utf-8"))
+        target = release(args.model, args.models, provenance, repo_root=args.repo, precision_choice=choice)
+    except (ReleaseError, OSError, ValueError) as exc:
+        print(f"REFUSED: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(f"RELEASED: {target} (see {target}/RELEASE.md). Review and commit it:")
+    print(
+        f"  git add -A {args.models} .gitignore .dockerignore && "
+        f"git commit -m 'Release {target.parent.name} {target.name}'"
+    )
+    return 0
+
+
 def _quantize(args: argparse.Namespace) -> int:
     from training.export.quantize import quantize_model
 
@@ -198,13 +302,24 @@ def _quantize(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from training.evaluation.shift_report import checkpoint_benchmark
     from training.export.exporter import export_run
 
-    print(export_run(args.run_dir, args.store, args.name, args.version, args.ood))
+    shift = checkpoint_benchmark(args.run_dir, args.shift_films)
+    print(export_run(args.run_dir, args.store, args.name, args.version, args.ood, shift_benchmark=shift))
+    return 0
+
+
+def _finish(args: argparse.Namespace) -> int:
+    from training.fit.engine import finish
+
+    result = finish(args.run_dir)
+    _print_summary(result.summary, result.run_dir)
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
+    from training.evaluation.shift_report import checkpoint_benchmark
     from training.export.exporter import export_run
     from training.fit.engine import train
 
@@ -213,17 +328,22 @@ def _train(args: argparse.Namespace) -> int:
         return 0  # under torchrun only rank 0 reports and exports
     _print_summary(result.summary, result.run_dir)
     if args.command == "run":
-        print(export_run(result.run_dir, args.store, args.name, args.version, args.ood))
+        shift = checkpoint_benchmark(result.run_dir, args.shift_films)
+        print(
+            export_run(result.run_dir, args.store, args.name, args.version, args.ood, shift_benchmark=shift)
+        )
     return 0
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "ood-report": _ood_report,
     "grid": _grid,
+    "cross-source": _cross_source,
     "evaluate": _evaluate,
     "quantize": _quantize,
     "export": _export,
     "train": _train,
+    "finish": _finish,
     "run": _train,
 }
 
@@ -235,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     if args.command in ("publish", "activate"):
         return _move_pointer(args)  # before any torch import: it needs no torch
+    if args.command == "release":
+        return _release(args)  # needs no torch either
 
     from training.stats.metrics import CollapsedModelError
 

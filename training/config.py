@@ -27,15 +27,70 @@ class AugmentConfig(BaseModel):
     brightness: float = Field(0.08, ge=0, le=0.5)
     contrast: float = Field(0.15, ge=0, le=0.9)
     horizontal_flip: bool = Field(False, description="off for chest films: laterality carries meaning")
+    acquisition: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="per-film probability of acquisition shifts (training.data.shifts)",
+    )
+    acquisition_ops: int = Field(2, ge=1, le=6, description="shifts drawn per shifted film")
+    annotations: float = Field(
+        0.0, ge=0, le=1, description="per-film probability of burned-in text, markers, rulers, wires"
+    )
+
+
+class SourceConfig(BaseModel):
+    """One data source of a multi-source run: its own root, format, labels and grouping."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="names the source in split.csv and reports")
+    data_dir: Path = Field(description="a <class>/ folder tree or a CSV manifest")
+    data_format: Literal["auto", "folder", "csv"] = "auto"
+    label_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="the source's class name -> the run's class name (e.g. COVID: PNEUMONIA); unmapped "
+        "names are kept as they are",
+    )
+    grouping: Literal["patient", "near_duplicate"] = Field(
+        "patient",
+        description="patient: films grouped by patient_pattern (and near-duplicates); near_duplicate: no "
+        "patient ids, films grouped by perceptual hash only",
+    )
+    patient_pattern: str | None = Field(
+        None, description="grouping patient: regex with a (?P<patient>...) group"
+    )
+    max_films: int | None = Field(
+        None,
+        ge=2,
+        description="a seeded, class-stratified subsample of this many films (studies, smoke runs)",
+    )
+
+    @model_validator(mode="after")
+    def _pattern(self) -> "SourceConfig":
+        if self.grouping == "patient" and self.patient_pattern is None:
+            raise ValueError(f"source {self.name}: grouping 'patient' needs a patient_pattern")
+        return self
 
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    data_dir: Path = Field(description="a <class>/ folder tree, a MedMNIST .npz file or a CSV manifest")
+    data_dir: Path | None = Field(
+        None, description="a <class>/ folder tree, a MedMNIST .npz file or a CSV manifest (or give sources)"
+    )
+    sources: list[SourceConfig] | None = Field(
+        None, min_length=1, description="several labelled sources in one run, instead of data_dir"
+    )
+    near_duplicate_distance: int = Field(
+        12, ge=0, le=64, description="256-bit difference hashes this close (Hamming) are one film's copies"
+    )
     data_format: Literal["auto", "folder", "npz", "csv"] = "auto"
     class_names: list[str] | None = Field(
         None, description=".npz label names in label order (default: MedMNIST's own, else class_<i>)"
+    )
+    intended_population: str | None = Field(
+        None, description="who the model is for, in words: copied into the model card and /v1/models"
     )
     backbone: str = "efficientnet_lite0"
     weights: str = Field("imagenet", description="imagenet | none | path to a state-dict file")
@@ -50,9 +105,6 @@ class TrainConfig(BaseModel):
         description="auto: the source's own split if it has one, else by patient; image: by image, only "
         "for sources without patient ids (identical files are still kept together); near_duplicate: "
         "films grouped by difference hash, for sources without patient ids that hold re-encoded copies",
-    )
-    near_duplicate_distance: int = Field(
-        12, ge=0, le=64, description="256-bit difference hashes this close (Hamming) are one film's copies"
     )
     drop_leaked_copies: bool = Field(
         False,
@@ -75,6 +127,7 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0, description="L2 (decoupled for adamw)")
     l1: float = Field(0.0, ge=0, description="L1 penalty on all trainable weights, added to the loss")
     patience: int = Field(2, ge=1, description="epochs without a better validation AUC before a phase stops")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="cross-entropy label smoothing")
     imbalance: Literal["none", "class_weights", "oversample", "undersample"] = "class_weights"
     calibrate: bool = Field(True, description="fit a temperature on validation and fold it into the graph")
     target_sensitivity: float | None = Field(
@@ -98,6 +151,16 @@ class TrainConfig(BaseModel):
             weighted = values.pop("class_weighted_loss")
             values.setdefault("imbalance", "class_weights" if weighted else "none")
         return values
+
+    @model_validator(mode="after")
+    def _one_data_source(self) -> "TrainConfig":
+        if (self.data_dir is None) == (self.sources is None):
+            raise ValueError("give either data_dir (one source) or sources (a list), not both or neither")
+        if self.sources is not None:
+            names = [s.name for s in self.sources]
+            if len(set(names)) != len(names):
+                raise ValueError(f"source names must be unique: {names}")
+        return self
 
     @model_validator(mode="after")
     def _fractions(self) -> "TrainConfig":
@@ -127,6 +190,10 @@ class TrainConfig(BaseModel):
         if yaml_path is not None:
             values = yaml.safe_load(yaml_path.read_text()) or {}
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if overrides.get("data_dir") is not None:
+            values.pop("sources", None)  # --data on the command line replaces the file's sources
+        if yaml_path is not None:
+            _resolve_paths(values, yaml_path.parent)
         return cls.model_validate(values)
 
     def weights_request(self) -> "WeightsRequest":
@@ -136,3 +203,11 @@ class TrainConfig(BaseModel):
 
     def to_yaml(self) -> str:
         return str(yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+
+
+def _resolve_paths(values: dict[str, Any], base: Path) -> None:
+    """Source roots in a committed YAML are relative to the YAML's folder, so it works from any cwd."""
+    for source in values.get("sources") or []:
+        if isinstance(source, dict) and "data_dir" in source:
+            path = Path(source["data_dir"])
+            source["data_dir"] = str(path if path.is_absolute() else (base / path).resolve())

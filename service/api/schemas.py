@@ -5,7 +5,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.contract import Calibration, DecisionThreshold, OodDetector, PixelContract, TrainingDataSummary
+from service.contract import (
+    Calibration,
+    DecisionThreshold,
+    OodDetector,
+    PixelContract,
+    ShiftBenchmark,
+    TrainingDataSummary,
+)
 
 
 class _Response(BaseModel):
@@ -122,6 +129,11 @@ class ModelInfo(_Response):
     out_of_distribution: OodDetector | None
     validation_metrics: dict[str, float | None] = Field(description="null = undefined on that split")
     majority_baseline: dict[str, float | None]
+    intended_population: str | None = Field(None, description="Who the model is for; null = not stated.")
+    shift_benchmark: ShiftBenchmark | None = Field(
+        None,
+        description="Validation films under acquisition shifts (severity 0 = unshifted); null = not run.",
+    )
     onnx_sha256: str
     execution_provider: str
     provider_fallback: ProviderFallback | None = Field(

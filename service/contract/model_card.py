@@ -50,6 +50,36 @@ class TrainingDataSummary(_Strict):
     splits: dict[str, SplitSummary]
 
 
+class SourceMetrics(_Strict):
+    """One source's films scored at the card's operating point."""
+
+    films: int = Field(ge=0)
+    positives: int = Field(ge=0)
+    auc: float | None = Field(None, description="None = one class only")
+    sensitivity: float | None = None
+    specificity: float | None = None
+
+
+class ShiftResult(_Strict):
+    """The model on validation films under one acquisition shift at one severity (0 = unshifted)."""
+
+    shift: str
+    severity: int = Field(ge=0)
+    setting: str
+    auc: float | None
+    sensitivity: float | None
+    specificity: float | None
+    per_source_auc: dict[str, float | None] = Field(default_factory=dict)
+
+
+class ShiftBenchmark(_Strict):
+    """``python -m training evaluate --shift``: the in-house stand-in for films from other sites."""
+
+    films: int
+    per_source_films: dict[str, int] = Field(default_factory=dict)
+    results: list[ShiftResult]
+
+
 class DecisionThreshold(_Strict):
     """Probability of ``positive_class`` at or above which the film is called positive."""
 
@@ -60,6 +90,9 @@ class DecisionThreshold(_Strict):
     validation_specificity: float | None = None
     target_sensitivity: float | None = Field(
         None, gt=0.0, le=1.0, description="the validation sensitivity it was chosen to reach; None = Youden"
+    )
+    per_source: dict[str, SourceMetrics] | None = Field(
+        None, description="each source's validation films at this threshold (multi-source runs)"
     )
 
 
@@ -124,6 +157,8 @@ class ModelCard(_Strict):
     onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     opset: int
     quantisation: Quantisation | None = Field(None, description="None = the float graph as exported")
+    intended_population: str | None = Field(None, description="who the model is for, and its sources")
+    shift_benchmark: ShiftBenchmark | None = Field(None, description="None = not measured at export")
 
 
 def binary_threshold(card: ModelCard) -> DecisionThreshold | None:

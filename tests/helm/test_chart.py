@@ -322,7 +322,8 @@ def test_settings_are_valid_for_the_service(
         {name.removeprefix("CXR_").lower(): value for name, value in env.items() if name in pacs_names}
     )
     assert settings.port == server_container(release)["ports"][0]["containerPort"]
-    assert str(settings.model_store) == mount_at(server_container(release), "/models")["mountPath"]
+    # The store is the image's released model at /models, or a volume mounted over it.
+    assert str(settings.model_store) == "/models"
     assert settings.max_upload_bytes == 32 * 1024 * 1024
 
 
@@ -478,13 +479,15 @@ def test_values_schema_accepts_good_values(helm: Helm) -> None:
         ({"apiKeys": {"create": True}}, "at least one entry"),
         ({"modelStore": {"source": "initContainer"}}, "initContainer.image.repository"),
         ({"serviceMonitor": {"enabled": True}}, "bearerTokenSecret.name"),
-        ({"retrain": {"enabled": True}}, "retrain.data.existingClaim"),
+        ({"retrain": {"enabled": True}}, "it needs modelStore.source=pvc"),  # not the image's model
+        ({"retrain": {"enabled": True}, "modelStore": {"source": "pvc"}}, "retrain.data.existingClaim"),
         ({"pacs": {"enabled": True}, "replicaCount": 2}, "one pod owns the spool"),
         ({"pacs": {"enabled": True}, "autoscaling": {"enabled": True}}, "one pod owns the spool"),
         ({"pacs": {"enabled": True, "tls": {"requireClientCert": True}}}, "requireClientCert needs"),
         (
             {
                 "retrain": {"enabled": True, "data": {"existingClaim": "films"}},
+                "modelStore": {"source": "pvc"},
                 "config": {"modelVersion": "latest"},
             },
             "publish has judged it",
@@ -499,8 +502,20 @@ def test_render_refuses_inconsistent_values(helm: Helm, values: dict[str, Any], 
 # --- model store, scaling, network -------------------------------------------------------------------
 
 
-def test_default_store_is_a_created_claim_mounted_read_only(releases: dict[str, Release]) -> None:
+def test_default_store_is_the_released_model_the_image_carries(releases: dict[str, Release]) -> None:
+    """Nothing to mount or fill: the image's /models holds the released version and its ACTIVE
+    pointer (Dockerfile), which the default CXR_MODEL_VERSION names."""
     release = releases["default"]
+    assert release.of_kind("PersistentVolumeClaim") == []
+    pod = server_pod(release)
+    assert "models" not in volumes(pod)
+    assert "initContainers" not in pod
+    assert not [m for m in server_container(release).get("volumeMounts", []) if m["mountPath"] == "/models"]
+    assert settings_env(release)["CXR_MODEL_VERSION"] == "active"
+
+
+def test_a_store_claim_is_created_and_mounted_read_only_over_the_image(releases: dict[str, Release]) -> None:
+    release = releases["pvc-store-values"]
     claim = release.one("PersistentVolumeClaim")
     assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     models = volumes(server_pod(release))["models"]["persistentVolumeClaim"]
@@ -656,7 +671,9 @@ def test_a_failed_training_run_publishes_nothing(releases: dict[str, Release], t
 
 
 def test_retrain_without_eval_data_publishes_on_the_runs_validation_split(helm: Helm, tmp_path: Path) -> None:
-    release = helm.render({"retrain": {"enabled": True, "data": {"existingClaim": "films"}}})
+    release = helm.render(
+        {"retrain": {"enabled": True, "data": {"existingClaim": "films"}}, "modelStore": {"source": "pvc"}}
+    )
     (container,) = pod_spec(release.one("CronJob"))["containers"]
     assert release.of_kind("Job") == []  # runNow is off by default
     code, calls = _run_retrain_script(container, tmp_path)

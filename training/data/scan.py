@@ -28,6 +28,8 @@ class Sample:
     # A film inside a container file, e.g. "train:12" = row 12 of ``train_images`` in an .npz;
     # None for a film that is the whole file at ``path``.
     item: str | None = None
+    source: str = ""  # the run's source name ("" = a single-source run)
+    dhash: int | None = None  # 64-bit difference hash (near-duplicate grouping); None = not computed
 
     @property
     def name(self) -> str:

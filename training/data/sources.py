@@ -8,11 +8,13 @@ if a class has no film in train or validation.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from training.config import TrainConfig
 from training.data.inputs import load_inputs
 from training.data.manifest import read_manifest, scan_manifest
+from training.data.multi_source import HASH_SIDE, split_sources
 from training.data.near_duplicates import difference_hash
 from training.data.npz import NPZ_SPLITS, scan_npz
 from training.data.scan import DatasetLayoutError, Sample, scan_folder
@@ -28,7 +30,6 @@ from training.data.split import (
 
 DataFormat = Literal["folder", "npz", "csv"]
 Method = Literal["given", "patient", "image", "near_duplicate"]
-HASH_SIDE = 64  # the contract input a difference hash is taken from: small, cheap, enough for 17 x 16
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class PreparedSplit:
 def data_format(config: TrainConfig) -> DataFormat:
     """``config.data_format``, or for ``auto`` what ``data_dir`` is: an .npz, a .csv or a folder."""
     path = config.data_dir
+    if path is None:
+        raise DatasetLayoutError("a multi-source config has no single data_dir")
     if config.data_format != "auto":
         return config.data_format
     if path.is_dir():
@@ -104,7 +107,7 @@ def _by_image(config: TrainConfig, method: Method) -> str:
 
 
 def _folder(config: TrainConfig) -> tuple[list[str], Split, str, str]:
-    root = config.data_dir
+    root = _root(config)
     method = _method(config, has_split=False, what=f"The folder tree {root}")
     pattern = config.patient_pattern if method == "patient" else None
     scanned = scan_folder(root, pattern, config.class_names)
@@ -118,7 +121,7 @@ def _folder(config: TrainConfig) -> tuple[list[str], Split, str, str]:
 
 
 def _npz(config: TrainConfig) -> tuple[list[str], Split, str, str]:
-    path = config.data_dir
+    path = _root(config)
     source = scan_npz(path, config.class_names)
     what = f"The .npz file {path}"
     if config.split_method == "patient":
@@ -148,7 +151,7 @@ def _dropped(split: Split) -> str:
 
 
 def _csv(config: TrainConfig) -> tuple[list[str], Split, str, str]:
-    path = config.data_dir
+    path = _root(config)
     manifest = read_manifest(path)
     method = _method(config, has_split=manifest.has_split, what=f"The manifest {path}")
     pattern = config.patient_pattern if method == "patient" and not manifest.has_patient else None
@@ -167,9 +170,29 @@ def _csv(config: TrainConfig) -> tuple[list[str], Split, str, str]:
     return source.class_names, split, f"CSV manifest {path.resolve()}", how
 
 
+def _root(config: TrainConfig) -> Path:
+    if config.data_dir is None:
+        raise DatasetLayoutError("this reader needs data_dir")
+    return config.data_dir
+
+
+def _sources(config: TrainConfig) -> tuple[list[str], Split, str, str]:
+    class_names, split, described = split_sources(config)
+    how = (
+        f"by group per (source, class): patients where a source names them, and films whose difference "
+        f"hashes differ in <= {config.near_duplicate_distance} bits, across sources; {_ratios(config)} "
+        "or near-identical"
+    )
+    return class_names, split, "sources: " + "; ".join(described), how
+
+
 def prepare_split(config: TrainConfig) -> PreparedSplit:
-    """Read ``config.data_dir`` and split it as ``config`` says; every check applied."""
-    reader = {"folder": _folder, "npz": _npz, "csv": _csv}[data_format(config)]
+    """Read ``config.data_dir`` (or every one of ``config.sources``) and split it as ``config`` says;
+    every check applied."""
+    if config.sources is not None:
+        reader = _sources
+    else:
+        reader = {"folder": _folder, "npz": _npz, "csv": _csv}[data_format(config)]
     class_names, split, source, method = reader(config)
     if len(class_names) < 2:
         raise DatasetLayoutError(f"{source} has {len(class_names)} class(es); a classifier needs two.")

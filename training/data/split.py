@@ -1,8 +1,9 @@
 """Stratified, seeded train/validation/test splits by group (patient, or identical content), a
 source's own split checked, and a leakage check over every pair of splits."""
 
+import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -61,8 +62,14 @@ def split_by_group(
     val_fraction: float,
     test_fraction: float,
     seed: int,
+    *,
+    stratum_of: Callable[[list[Sample]], Hashable] | None = None,
 ) -> Split:
     """Every sample of a group lands in one split; groups are drawn per label stratum.
+
+    ``stratum_of`` (multi-source runs): the stratum of a group's members, e.g. (source, label); each
+    stratum then draws from its own generator seeded by ``seed`` and the stratum, so adding a source
+    leaves every other source's split unchanged.
 
     A group's stratum is the label it has most samples of (ties: the lower label), so classes keep
     their proportions in every split even when a group holds films of several classes. Per stratum
@@ -78,15 +85,20 @@ def split_by_group(
     members: dict[str, list[Sample]] = defaultdict(list)
     for sample in samples:
         members[group_of(sample)].append(sample)
-    strata: dict[int, list[str]] = defaultdict(list)
+    strata: dict[Hashable, list[str]] = defaultdict(list)
     for group in sorted(members):
+        if stratum_of is not None:
+            strata[stratum_of(members[group])].append(group)
+            continue
         labels = Counter(s.label for s in members[group])
         strata[min(labels, key=lambda lab: (-labels[lab], lab))].append(group)
     rng = np.random.default_rng(seed)
     validation_groups: set[str] = set()
     test_groups: set[str] = set()
-    for label in sorted(strata):
-        groups = strata[label]
+    for stratum in sorted(strata, key=repr) if stratum_of is not None else sorted(strata):  # type: ignore[type-var]
+        groups = strata[stratum]
+        if stratum_of is not None:
+            rng = np.random.default_rng([seed, zlib.crc32(repr(stratum).encode())])
         order = rng.permutation(len(groups))
         n_val, n_test = _counts(len(groups), val_fraction, test_fraction)
         validation_groups.update(groups[i] for i in order[:n_val])
@@ -178,6 +190,29 @@ def given_split(samples: Sequence[Sample], splits: Sequence[str], drop_copies: b
     split = Split(parts["train"], parts["validation"], parts["test"], dropped_copies=dropped)
     check_no_leakage(split, _GIVEN_REMEDY, "The source's own split leaks: ")
     return split
+
+
+def check_no_near_duplicates(split: Split, max_distance: int, remedy: str = _RATIO_REMEDY) -> None:
+    """Refuse a split where two films within ``max_distance`` bits of difference hash (the same film
+    resized or re-encoded, possibly from two sources) sit in two splits. Films without a hash are
+    not compared."""
+    from training.data.near_duplicates import close_pairs  # numpy only; kept local to avoid a cycle
+
+    parts = {name: [s for s in samples if s.dhash is not None] for name, samples in split.parts().items()}
+    for first, second in combinations(SPLIT_NAMES, 2):
+        a, b = parts[first], parts[second]
+        if not a or not b:
+            continue
+        pairs = close_pairs([s.dhash or 0 for s in a], max_distance, [s.dhash or 0 for s in b])
+        if pairs:
+            examples = ", ".join(
+                f"{a[i].source or '-'}/{a[i].name} ({first}) ~ {b[j].source or '-'}/{b[j].name} ({second})"
+                for i, j in pairs[:_EXAMPLES]
+            )
+            raise LeakageError(
+                f"{len(pairs)} near-identical film pair(s) (difference hash within {max_distance} bits) "
+                f"appear in both {first} and {second}, e.g. {examples}. {remedy}"
+            )
 
 
 def check_no_leakage(split: Split, remedy: str = _RATIO_REMEDY, prefix: str = "") -> None:

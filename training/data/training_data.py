@@ -6,6 +6,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
+
 from service.contract import SplitSummary, TrainingDataSummary
 from training.config import TrainConfig
 from training.data.dataset import FilmDataset
@@ -20,11 +22,12 @@ log = logging.getLogger(__name__)
 # equal on these share one ``TrainingData`` (the grid reuses it across cells).
 DATA_FIELDS = (
     "data_dir",
+    "sources",
+    "near_duplicate_distance",
     "data_format",
     "class_names",
     "patient_pattern",
     "split_method",
-    "near_duplicate_distance",
     "val_fraction",
     "test_fraction",
     "seed",
@@ -67,24 +70,40 @@ def summarise_split(samples: list[Sample], class_names: list[str]) -> SplitSumma
     )
 
 
-def load_data(config: TrainConfig) -> TrainingData:
-    """Read the source, split it (refusing leakage), preprocess every film once."""
-    prepared = prepare_split(config)
-    class_names, split = prepared.class_names, prepared.split
+def load_data(config: TrainConfig, recorded: tuple[list[str], Split, str] | None = None) -> TrainingData:
+    """Read the source, split it (refusing leakage), preprocess every film once.
+
+    ``recorded``: (class names, split, its description) as a run folder recorded them; the films are
+    then not read and split again, and the training films are not preprocessed (``finish`` needs
+    only validation and test films).
+    """
+    if recorded is None:
+        prepared = prepare_split(config)
+        class_names, split, source, method = (
+            prepared.class_names,
+            prepared.split,
+            prepared.source,
+            prepared.method,
+        )
+    else:
+        class_names, split, source = recorded
+        method = "as recorded in the run's split.csv"
     positive = positive_index(class_names, config.positive_class)
     parts = {"train": split.train, "validation": split.validation, "test": split.test}
     summary = TrainingDataSummary(
-        source=prepared.source,
-        split_method=prepared.method,
+        source=source,
+        split_method=method,
         seed=config.seed,
         splits={name: summarise_split(samples, class_names) for name, samples in parts.items() if samples},
     )
     log.info("split %s", {k: v.per_class for k, v in summary.splits.items()})
     started = time.perf_counter()
     size = config.image_size
-    train_set, val_set = FilmDataset(split.train, size, size), FilmDataset(split.validation, size, size)
+    train_set = FilmDataset(split.train if recorded is None else [], size, size)
+    val_set = FilmDataset(split.validation, size, size)
     test_set = FilmDataset(split.test, size, size) if split.test else None
     films = len(train_set) + len(val_set) + (len(test_set) if test_set else 0)
     log.info("preprocessed %d films in %.1f s", films, time.perf_counter() - started)
-    baseline = majority_baseline(train_set.labels.numpy(), val_set.labels.numpy(), len(class_names), positive)
+    train_labels = np.array([s.label for s in split.train], dtype=np.int64)
+    baseline = majority_baseline(train_labels, val_set.labels.numpy(), len(class_names), positive)
     return TrainingData(class_names, positive, summary, train_set, val_set, test_set, baseline, split)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service.contract import SourceMetrics
 from service.contract.model_card import binary_threshold
 from training.data.dataset import FilmDataset
 from training.evaluation.bootstrap import DEFAULT_RESAMPLES, bootstrap_intervals
@@ -19,7 +20,14 @@ from training.evaluation.results import BootstrapSettings, EvaluationReport, Mod
 from training.evaluation.scores import score
 from training.fit import run_folder
 from training.fit.checkpoint import load_trained_model, split_samples
-from training.stats.metrics import IntArray, card_train_labels, class_prior, decision_rule, predict_labels
+from training.stats.metrics import (
+    IntArray,
+    card_train_labels,
+    class_prior,
+    decision_rule,
+    per_source_metrics,
+    predict_labels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,7 @@ def evaluate(
     bootstrap: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     gallery_per_kind: int = PER_KIND,
+    sources: Sequence[str] | None = None,
 ) -> EvaluationReport:
     """Run ``predictor`` on ``films`` [N, 1, H, W] and measure it against ``labels`` [N].
 
@@ -99,8 +108,21 @@ def evaluate(
         collapsed=scores.collapsed,
         collapse_message=message,
         gallery=cases,
+        per_source=_per_source(labels, probabilities, sources, positive_index, threshold),
     )
     return report.with_gallery_films(gallery_films(films, predictions.cams, predicted, cases))
+
+
+def _per_source(
+    labels: IntArray,
+    probabilities: np.ndarray,
+    sources: Sequence[str] | None,
+    positive_index: int | None,
+    threshold: float | None,
+) -> dict[str, SourceMetrics] | None:
+    if sources is None or len(set(sources)) < 2:
+        return None
+    return per_source_metrics(labels, probabilities, sources, positive_index, threshold)
 
 
 def _check_labels(labels: IntArray, expected: int, class_names: list[str], what: str) -> None:
@@ -188,6 +210,7 @@ def evaluate_run(
         batch_size=batch_size,
         bootstrap=bootstrap,
         seed=seed,
+        sources=[s.source for s in samples[split]],
     )
     write_report(report, out_dir or default_out_dir(run_dir, split, predictor.identity))
     return report

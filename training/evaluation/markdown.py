@@ -182,6 +182,28 @@ def _gallery(report: EvaluationReport) -> list[str]:
     return [*lines, *_table(["Film #", "Call", "True", "Predicted", "Confidence"], rows)]
 
 
+def _per_source(report: EvaluationReport) -> list[str]:
+    if not report.per_source:
+        return []
+    rows = [
+        [name, m.films, m.positives, _f(m.auc), _f(m.sensitivity), _f(m.specificity)]
+        for name, m in report.per_source.items()
+    ]
+    return [
+        "## Per source",
+        "",
+        "Each source's films alone, at the same operating point: a pooled figure can hide a source the "
+        "model serves badly.",
+        "",
+        *_table(["Source", "Films", "Positives", "AUC", "Sensitivity", "Specificity"], rows),
+        "",
+    ]
+
+
+def _f(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4f}"
+
+
 def render_markdown(report: EvaluationReport) -> str:
     model = report.model.architecture or report.model.kind
     lines = [
@@ -190,6 +212,7 @@ def render_markdown(report: EvaluationReport) -> str:
         *_banner(report),
         *_identity(report),
         *_metrics(report),
+        *_per_source(report),
         *_per_class(report.scores.per_class, report.baseline.per_class),
         "## Confusion matrices",
         "",

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from service.contract import SourceMetrics
 from training.stats.metrics import MetricValues
 
 
@@ -144,6 +145,9 @@ class EvaluationReport(_Record):
     collapsed: bool
     collapse_message: str | None
     gallery: list[GalleryCase]
+    per_source: dict[str, SourceMetrics] | None = Field(
+        None, description="each source's films alone at the same operating point (multi-source runs)"
+    )
     # Film pixels stay out of report.json (films can identify patients, and they would dwarf the
     # numbers); they ride along on the object so ``write_report`` can draw the gallery.
     _gallery_films: GalleryFilms | None = PrivateAttr(None)

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from training.backbones.factory import Classifier, create_model
@@ -36,10 +37,19 @@ def split_samples(run_dir: Path, class_names: list[str]) -> dict[str, list[Sampl
     return rows
 
 
-def load_split(run_dir: Path, class_names: list[str], image_size: int) -> SplitData:
-    """The run's own split, re-read through the contract: the films the model was fitted and tuned on."""
+def load_split(
+    run_dir: Path, class_names: list[str], image_size: int, train_limit: int | None = None
+) -> SplitData:
+    """The run's own split, re-read through the contract: the films the model was fitted and tuned on.
+
+    ``train_limit``: a seeded draw of at most this many training films (the OOD fit needs a few
+    thousand, and reading every film of a large run costs minutes on a small machine)."""
     rows = split_samples(run_dir, class_names)
+    train = rows["train"]
+    if train_limit is not None and len(train) > train_limit:
+        keep = np.sort(np.random.default_rng(0).choice(len(train), train_limit, replace=False))
+        train = [train[i] for i in keep]
     return SplitData(
-        FilmDataset(rows["train"], image_size, image_size),
+        FilmDataset(train, image_size, image_size),
         FilmDataset(rows["validation"], image_size, image_size),
     )

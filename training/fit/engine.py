@@ -2,18 +2,23 @@
 the temperature and the operating point, score the held-out test split, and apply the collapse
 guard at the end."""
 
+import json
 import logging
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from service.contract import Calibration, DecisionThreshold
 from training.backbones.factory import create_model
 from training.config import TrainConfig
+from training.data.scan import Sample
+from training.data.split import Split
 from training.data.training_data import TrainingData, load_data
 from training.fit import distributed, run_folder
 from training.fit.trainer import Trainer, predict_logits, resolve_device
@@ -25,7 +30,12 @@ from training.stats.calibration import (
     nll,
     operating_threshold,
 )
-from training.stats.metrics import check_not_collapsed, classification_metrics
+from training.stats.metrics import (
+    check_not_collapsed,
+    classification_metrics,
+    format_metric,
+    per_source_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +72,17 @@ def _validation_threshold(
 ) -> DecisionThreshold | None:
     if data.positive is None:
         return None
+    labels, sources = data.val_set.labels.numpy(), [s.source for s in data.split.validation]
     value, method = operating_threshold(
-        data.val_set.labels.numpy(), probabilities[:, data.positive], data.positive, config.target_sensitivity
+        labels, probabilities[:, data.positive], data.positive, config.target_sensitivity, sources
     )
+    per_source = per_source_metrics(labels, probabilities, sources, data.positive, value)
     return DecisionThreshold(
         positive_class=data.class_names[data.positive],
         value=value,
         method=method,
         target_sensitivity=config.target_sensitivity,
+        per_source=per_source if len(per_source) > 1 else None,
     )
 
 
@@ -109,10 +122,33 @@ def _train(
     )
     trainer = Trainer(config, built.model.to(device), data, run_dir, processes)
     fit = trainer.fit()
-    train_seconds = time.perf_counter() - started
-
     model = built.model.cpu()
     model.load_state_dict(fit.best_state)
+    outcome = FitOutcome(
+        built.weights.description,
+        fit.best_epoch,
+        fit.epochs_run,
+        time.perf_counter() - started,
+        processes.describe(),
+    )
+    return _conclude(config, data, model, run_dir, outcome, write=main)
+
+
+@dataclass(frozen=True)
+class FitOutcome:
+    """What the fit left for the summary."""
+
+    weights: str
+    best_epoch: int
+    epochs_run: int
+    train_seconds: float
+    processes: str
+
+
+def _conclude(
+    config: TrainConfig, data: TrainingData, model: nn.Module, run_dir: Path, fit: FitOutcome, *, write: bool
+) -> RunResult:
+    """On validation: temperature, operating point, metrics; the test split; the summary and the guard."""
     val_labels = data.val_set.labels.numpy()
     logits = predict_logits(model, data.val_set.inputs)
     calibration = _calibrate(config, logits, val_labels)
@@ -121,6 +157,15 @@ def _train(
     threshold = _validation_threshold(config, data, probabilities)
     at = threshold.value if threshold else None
     final = classification_metrics(val_labels, probabilities, data.positive, at)
+    for name, metrics in (threshold.per_source or {}).items() if threshold else ():
+        log.info(
+            "validation %s: %d films, AUC %s, sensitivity %s, specificity %s at the operating point",
+            name,
+            metrics.films,
+            format_metric(metrics.auc),
+            format_metric(metrics.sensitivity),
+            format_metric(metrics.specificity),
+        )
     test = None
     if data.test_set is not None:
         test_probabilities = calibrated_probabilities(
@@ -129,22 +174,65 @@ def _train(
         test = classification_metrics(data.test_set.labels.numpy(), test_probabilities, data.positive, at)
     summary = run_folder.RunSummary(
         backbone=config.backbone,
-        weights=built.weights.description,
+        weights=fit.weights,
         image_size=config.image_size,
         class_names=data.class_names,
         training_data=data.summary,
         best_epoch=fit.best_epoch,
         epochs_run=fit.epochs_run,
-        train_seconds=train_seconds,
+        train_seconds=fit.train_seconds,
         validation_metrics=final,
         majority_baseline=data.baseline,
         decision_threshold=threshold,
         calibration=calibration,
         test_metrics=test,
-        training_processes=processes.describe(),
+        training_processes=fit.processes,
     )
-    if main:
+    if write:
         run_folder.write_summary(run_dir, summary)
     # The guard judges the predictions the service would return: at the threshold for binary models.
     check_not_collapsed(final, data.class_names, "validation, at the operating point")
     return RunResult(run_dir, summary)
+
+
+def finish(run_dir: Path) -> RunResult:
+    """Conclude a run whose fit was stopped (killed, out of time) from its best checkpoint so far:
+    the same calibration, operating point, summary and collapse guard as a run that ended itself.
+
+    The films are read and split again from the run's config, and must give the split it recorded.
+    """
+    config = TrainConfig.from_sources(run_dir / run_folder.CONFIG_FILE, {})
+    history_path = run_dir / run_folder.HISTORY_JSON
+    history = json.loads(history_path.read_text()) if history_path.is_file() else []
+    if not history or not (run_dir / run_folder.CHECKPOINT).is_file():
+        raise FileNotFoundError(f"{run_dir} has no finished epoch and checkpoint to conclude from")
+    best = max(history, key=lambda row: row.get("val_auc") or 0.0)
+    summary_path = run_dir / run_folder.SUMMARY
+    if summary_path.is_file():
+        raise FileExistsError(f"{run_dir} already has its summary; nothing to finish")
+    data = load_data(config, _recorded_split(run_dir, config))
+    built = create_model(config.backbone, len(data.class_names), config.weights_request())
+    state = torch.load(run_dir / run_folder.CHECKPOINT, map_location="cpu", weights_only=True)
+    built.model.load_state_dict(state)
+    seconds = float(sum(row.get("seconds", 0.0) for row in history))
+    outcome = FitOutcome(
+        built.weights.description,
+        int(best["epoch"]),
+        len(history),
+        seconds,
+        f"1 process; concluded by `python -m training finish` after {len(history)} epoch(s)",
+    )
+    return _conclude(config, data, built.model.eval(), run_dir, outcome, write=True)
+
+
+def _recorded_split(run_dir: Path, config: TrainConfig) -> tuple[list[str], Split, str]:
+    """The split the run recorded, as samples, with a description of its sources."""
+    rows = run_folder.read_split(run_dir)
+    class_names = config.class_names or sorted({row.label for row in rows})
+    parts: dict[str, list[Sample]] = {"train": [], "validation": [], "test": []}
+    for row in rows:
+        parts[row.split].append(row.sample(class_names))
+    counts = Counter(row.source or "data" for row in rows)
+    source = "; ".join(f"{name} ({count} films)" for name, count in counts.items())
+    split = Split(parts["train"], parts["validation"], parts["test"])
+    return class_names, split, f"sources: {source} (as recorded in split.csv)"

@@ -62,12 +62,24 @@ def create_run_dir(config: TrainConfig) -> Path:
 def write_split(run_dir: Path, split: Split, class_names: list[str]) -> None:
     with (run_dir / SPLIT_FILE).open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["split", "path", "label", "patient", "sha256", "item"])
+        writer.writerow(["split", "path", "label", "patient", "sha256", "item", "source", "dhash"])
         for name, samples in split.parts().items():
             for s in samples:
                 # Absolute, so export and reports work from any working directory.
                 path = str(s.path.resolve())
-                writer.writerow([name, path, class_names[s.label], s.patient, s.content_sha256, s.item or ""])
+                dhash = f"{s.dhash:064x}" if s.dhash is not None else ""
+                writer.writerow(
+                    [
+                        name,
+                        path,
+                        class_names[s.label],
+                        s.patient,
+                        s.content_sha256,
+                        s.item or "",
+                        s.source,
+                        dhash,
+                    ]
+                )
 
 
 @dataclass(frozen=True)
@@ -80,9 +92,19 @@ class SplitRow:
     patient: str  # "" = none known
     sha256: str
     item: str | None = None  # a film inside the file at ``path`` (an .npz row, "train:12"); None = the file
+    source: str = ""  # the source's name in a multi-source run; "" = single source
+    dhash: int | None = None
 
     def sample(self, class_names: list[str]) -> Sample:
-        return Sample(self.path, class_names.index(self.label), self.patient, self.sha256, self.item)
+        return Sample(
+            self.path,
+            class_names.index(self.label),
+            self.patient,
+            self.sha256,
+            self.item,
+            self.source,
+            self.dhash,
+        )
 
 
 def read_split(run_dir: Path) -> list[SplitRow]:
@@ -97,6 +119,8 @@ def read_split(run_dir: Path) -> list[SplitRow]:
                 row["patient"],
                 row["sha256"],
                 row.get("item") or None,
+                row.get("source") or "",  # absent from split.csv files written before sources existed
+                int(row["dhash"], 16) if row.get("dhash") else None,
             )
             for row in csv.DictReader(handle)
         ]

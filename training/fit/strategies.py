@@ -67,9 +67,10 @@ def class_weights(labels: IntArray, num_classes: int) -> torch.Tensor:
 
 
 def loss_function(config: TrainConfig, labels: IntArray, num_classes: int) -> nn.CrossEntropyLoss:
+    smoothing = config.label_smoothing
     if config.imbalance == "class_weights":
-        return nn.CrossEntropyLoss(weight=class_weights(labels, num_classes))
-    return nn.CrossEntropyLoss()
+        return nn.CrossEntropyLoss(weight=class_weights(labels, num_classes), label_smoothing=smoothing)
+    return nn.CrossEntropyLoss(label_smoothing=smoothing)
 
 
 class BalancedSampler(Sampler[int]):

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from training.backbones.factory import Classifier
 from training.config import TrainConfig
-from training.data.augment import RandAffineIntensity
+from training.data.augment import RandAcquisition, RandAffineIntensity
 from training.data.training_data import TrainingData
 from training.fit import distributed, run_folder, strategies
 from training.fit.plots import plot_training_curves
@@ -53,8 +53,10 @@ def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 64)
     return torch.cat(chunks).double().numpy()
 
 
-def predict_probabilities(model: nn.Module, inputs: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    return calibrated_probabilities(predict_logits(model, inputs, batch_size), 1.0)
+def predict_probabilities(
+    model: nn.Module, inputs: torch.Tensor, batch_size: int = 64, temperature: float = 1.0
+) -> np.ndarray:
+    return calibrated_probabilities(predict_logits(model, inputs, batch_size), temperature)
 
 
 def _loader(
@@ -114,6 +116,7 @@ class Trainer:
         self.loader = _loader(config, data, processes)
         self.step_model: nn.Module = model
         self.augment = RandAffineIntensity(config.augment, config.seed + 1)
+        self.acquisition = RandAcquisition(config.augment, config.seed + 2)
         self.history: list[dict[str, Any]] = []
 
     def _steps(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -121,7 +124,7 @@ class Trainer:
         for step, (images, labels) in enumerate(self.loader):
             if limit is not None and step >= limit:
                 return
-            yield self.augment(images).to(self.device), labels.to(self.device)
+            yield self.augment(self.acquisition(images)).to(self.device), labels.to(self.device)
 
     def _epoch(
         self,

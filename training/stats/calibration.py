@@ -5,6 +5,8 @@ probabilities are the calibrated ones; the threshold is then chosen on those cal
 probabilities, so the two always travel together.
 """
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 from scipy.optimize import minimize_scalar
@@ -72,10 +74,36 @@ def sensitivity_threshold(
     return float(np.clip(thresholds[reaching[0]], 0.0, 1.0))
 
 
+def worst_source_threshold(
+    labels: IntArray, positive_scores: FloatArray, positive_index: int, target: float, sources: Sequence[str]
+) -> float:
+    """The highest threshold at which every source's validation sensitivity reaches ``target``: each
+    source's own sensitivity threshold, and the lowest of them (the worst source decides). Sources
+    without a positive film on validation cannot vote."""
+    names = np.asarray(sources)
+    values = [
+        sensitivity_threshold(labels[names == name], positive_scores[names == name], positive_index, target)
+        for name in sorted(set(names.tolist()))
+        if np.any(labels[names == name] == positive_index)
+    ]
+    return min(values)
+
+
 def operating_threshold(
-    labels: IntArray, positive_scores: FloatArray, positive_index: int, target_sensitivity: float | None
+    labels: IntArray,
+    positive_scores: FloatArray,
+    positive_index: int,
+    target_sensitivity: float | None,
+    sources: Sequence[str] | None = None,
 ) -> tuple[float, str]:
-    """(threshold, how it was chosen): a target sensitivity when given, else Youden's J."""
+    """(threshold, how it was chosen): a target sensitivity when given (on every source's validation
+    films when ``sources`` name more than one), else Youden's J."""
+    if target_sensitivity is not None and sources is not None and len(set(sources)) > 1:
+        value = worst_source_threshold(labels, positive_scores, positive_index, target_sensitivity, sources)
+        return value, (
+            f"highest threshold reaching sensitivity >= {target_sensitivity:g} on the validation films of "
+            f"every source ({', '.join(sorted(set(sources)))}): the worst source decides"
+        )
     if target_sensitivity is None:
         value = youden_threshold(labels, positive_scores, positive_index)
         return value, "Youden's J (max sensitivity + specificity - 1) on validation"

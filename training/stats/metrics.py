@@ -1,10 +1,12 @@
 """Validation metrics, the majority-class baseline beside them, and the collapse guard."""
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from service.contract import DecisionThreshold, ModelCard
+from service.contract import DecisionThreshold, ModelCard, SourceMetrics
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -132,3 +134,27 @@ def check_not_collapsed(metrics: MetricValues, class_names: list[str], where: st
             "Refusing to report or export it: check the learning rate, class weighting, labels "
             "and input preprocessing."
         )
+
+
+def per_source_metrics(
+    labels: IntArray,
+    probabilities: FloatArray,
+    sources: Sequence[str],
+    positive_index: int | None,
+    threshold: float | None,
+) -> dict[str, SourceMetrics]:
+    """Each source's films scored alone (AUC, and sensitivity/specificity at ``threshold``)."""
+    names = np.asarray(sources)
+    out = {}
+    for name in sorted(set(names.tolist())):
+        mask = names == name
+        metrics = classification_metrics(labels[mask], probabilities[mask], positive_index, threshold)
+        positives = int(np.sum(labels[mask] == positive_index)) if positive_index is not None else 0
+        out[name or "all"] = SourceMetrics(
+            films=int(mask.sum()),
+            positives=positives,
+            auc=metrics["auc"],
+            sensitivity=metrics.get("sensitivity"),
+            specificity=metrics.get("specificity"),
+        )
+    return out

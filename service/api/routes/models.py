@@ -29,6 +29,8 @@ async def loaded_model(runtime: RuntimeDep) -> ModelInfo:
         out_of_distribution=card.ood,
         validation_metrics=dict(card.validation_metrics),
         majority_baseline=dict(card.majority_baseline),
+        intended_population=card.intended_population,
+        shift_benchmark=card.shift_benchmark,
         onnx_sha256=runtime.sha256,
         execution_provider=runtime.provider,
         provider_fallback=ProviderFallback.from_reason(runtime.provider_fallback),
