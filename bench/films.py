@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+
+from training.data.chest_dicom import chest_dataset, part10_bytes
 
 FULL_SIZE = (2048, 2048)  # (width, height)
 FILM_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
@@ -37,23 +37,7 @@ def full_size_png(source: bytes) -> bytes:
 def full_size_dicom(source: bytes) -> bytes:
     """A 12-bit DX-for-presentation chest PA film, uncompressed, with nothing that names a patient."""
     plane = np.asarray(_upsampled(source), dtype=np.float64) / 255.0
-    stored = np.round(plane * 4095).astype(np.uint16)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "DX", "CHEST", "PA"
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = stored.tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return part10_bytes(chest_dataset(plane))
 
 
 def _upsampled(source: bytes) -> Image.Image:

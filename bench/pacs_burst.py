@@ -27,12 +27,12 @@ from typing import Any
 import httpx
 import numpy as np
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from bench.films import RASTER_SUFFIXES, film_paths
 from bench.orthanc import PACS_TOOLS, Orthanc, free_port, missing_tools
 from bench.service_process import REPO_ROOT, latency_percentiles, running_service
+from training.data.chest_dicom import chest_dataset, part10_bytes
 
 DEFAULT_FILMS = REPO_ROOT.parent / "shared" / "data" / "kermany224" / "train"
 SERVICE_AE = "CXR-TRIAGE"
@@ -52,24 +52,9 @@ class BurstConfig:
 def dx_instance(raster: bytes, study_uid: str, series_uid: str, number: int) -> bytes:
     """A 12-bit DX-for-presentation chest PA film of ``raster``, with nothing that names a patient."""
     plane = np.asarray(Image.open(io.BytesIO(raster)).convert("L"), dtype=np.float64) / 255.0
-    stored = np.round(plane * 4095).astype(np.uint16)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = study_uid, series_uid, number
-    ds.PatientName, ds.PatientID, ds.StudyDate = "", "", ""
-    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "DX", "CHEST", "PA"
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = stored.tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    header = {"InstanceNumber": number, "PatientName": "", "PatientID": "", "StudyDate": ""}
+    ds = chest_dataset(plane, study_uid=study_uid, series_uid=series_uid, header=header)
+    return part10_bytes(ds)
 
 
 def _write_films(config: BurstConfig, folder: Path) -> list[Path]:

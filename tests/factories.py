@@ -21,12 +21,13 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
-    DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
     MediaStorageDirectoryStorage,
     generate_uid,
 )
+
+from training.data.chest_dicom import chest_dataset
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 KERMANY_TRAIN = SHARED_DATA / "kermany224" / "train"
@@ -90,43 +91,28 @@ def dicom_dataset(
     MONOCHROME1 stores the inverted values, so the same film looks the same once displayed.
     ``bits_allocated`` is 16 (the default) or 8 (then ``bits_stored`` must be at most 8).
     """
-    maximum = (1 << bits_stored) - 1
-    dtype = np.uint8 if bits_allocated == 8 else np.uint16
-    stored = np.round(plane * maximum).astype(dtype)
-    if photometric == "MONOCHROME1":
-        stored = (maximum - stored).astype(dtype)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.PatientName = FAKE_PATIENT_NAME
-    ds.PatientID = FAKE_PATIENT_ID
-    ds.PatientBirthDate = FAKE_BIRTH_DATE
-    ds.StudyDate = "20240102"
-    if modality is not None:
-        ds.Modality = modality
-    ds.BodyPartExamined = "CHEST"
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = bits_allocated
-    ds.BitsStored = bits_stored
-    ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = 0
+    header: dict[str, object] = {
+        "PatientName": FAKE_PATIENT_NAME,
+        "PatientID": FAKE_PATIENT_ID,
+        "PatientBirthDate": FAKE_BIRTH_DATE,
+        "StudyDate": "20240102",
+    }
     if rescale is not None:
-        ds.RescaleSlope, ds.RescaleIntercept = rescale
+        header["RescaleSlope"], header["RescaleIntercept"] = rescale
     if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
+        header["WindowCenter"], header["WindowWidth"] = window
     if frames > 1:
-        ds.NumberOfFrames = frames
-        stored = np.concatenate([stored] * frames)
-    ds.PixelData = stored.tobytes()
+        header["NumberOfFrames"] = frames
+    ds = chest_dataset(
+        plane,
+        bits_stored=bits_stored,
+        photometric=photometric,
+        modality=modality,
+        bits_allocated=bits_allocated,
+        view_position=None,
+        header=header,
+    )
+    ds.PixelData = ds.PixelData * frames  # every frame the same film
     return ds
 
 

@@ -22,15 +22,22 @@ import sys
 for name in ("torch", "torchvision", "timm"):
     sys.modules[name] = None  # any import of them now raises ImportError
 
+from tests.factories import chest_like, dicom_bytes, dicom_dataset
+
+# The fixture's DICOM builder lives in training/data (torch-free); forget it, so that any import of
+# training by the service below is seen.
+film = dicom_bytes(dicom_dataset(chest_like()))
+for name in [n for n in sys.modules if n.split(".")[0] == "training"]:
+    del sys.modules[name]
+
 import httpx
 from service.main import create_app
 from service.settings import Settings
-from tests.factories import chest_like, dicom_bytes, dicom_dataset
 from tests.service.live import AUTH_HEADERS, ThreadedServer, post_file
 
 app = create_app(Settings(model_dir=sys.argv[1], execution_provider="cpu", api_keys_file=sys.argv[2]))
 with ThreadedServer(app) as server, httpx.Client(base_url=server.url, headers=AUTH_HEADERS) as client:
-    response = post_file(client, dicom_bytes(dicom_dataset(chest_like())))
+    response = post_file(client, film)
     assert response.status_code == 200, response.text
     assert response.json()["gradcam"]["png_base64"]
 loaded = [n for n, m in sys.modules.items() if m is not None and n.split(".")[0] in {"torch", "training"}]

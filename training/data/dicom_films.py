@@ -7,13 +7,11 @@ MONOCHROME1 (inverted, as many CR readers write) or MONOCHROME2, a rescale and a
 2000 or JPEG-LS lossless, or uncompressed. The identity in the header is invented.
 """
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     UID,
     ComputedRadiographyImageStorage,
@@ -21,8 +19,9 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
-    generate_uid,
 )
+
+from training.data.chest_dicom import chest_dataset, part10_bytes
 
 
 @dataclass(frozen=True)
@@ -67,37 +66,27 @@ def hospital_dicom(plane: npt.NDArray[np.floating], film: DicomFilm, seed: int =
     """A Part-10 file of ``plane`` (in [0, 1], brighter = denser) stored as ``film`` says."""
     large = detector_plane(plane, film.side, seed)
     maximum = (1 << film.bits_stored) - 1
-    # Real detectors leave headroom: the film occupies the middle of the stored range.
-    stored = np.round((0.08 + 0.84 * large) * maximum).astype(np.uint16)
-    if film.photometric == "MONOCHROME1":
-        stored = (maximum - stored).astype(np.uint16)
     sop_class = (
         ComputedRadiographyImageStorage if film.modality == "CR" else DigitalXRayImageStorageForPresentation
     )
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.PatientName, ds.PatientID = "Synthetic^Film", "SYNTH-0000"
-    ds.Modality = film.modality
-    ds.BodyPartExamined = "CHEST"
-    ds.ViewPosition = "PA"
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = film.photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, film.bits_stored, film.bits_stored - 1
-    ds.PixelRepresentation = 0
-    ds.PixelSpacing = [0.139, 0.139]
-    ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1, 0, "US"
-    # A VOI window over the stored film's range, as the modality would set it for display.
-    ds.WindowCenter, ds.WindowWidth = round(maximum * 0.5), round(maximum * 0.9)
-    ds.PixelData = stored.tobytes()
-    if film.transfer_syntax != ExplicitVRLittleEndian:
-        ds.compress(film.transfer_syntax)
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    header = {
+        "PatientName": "Synthetic^Film",
+        "PatientID": "SYNTH-0000",
+        "PixelSpacing": [0.139, 0.139],
+        "RescaleSlope": 1,
+        "RescaleIntercept": 0,
+        "RescaleType": "US",
+        # A VOI window over the stored film's range, as the modality would set it for display.
+        "WindowCenter": round(maximum * 0.5),
+        "WindowWidth": round(maximum * 0.9),
+    }
+    # Real detectors leave headroom: the film occupies the middle of the stored range.
+    ds = chest_dataset(
+        0.08 + 0.84 * large,
+        bits_stored=film.bits_stored,
+        photometric=film.photometric,
+        modality=film.modality,
+        sop_class=sop_class,
+        header=header,
+    )
+    return part10_bytes(ds, film.transfer_syntax)
