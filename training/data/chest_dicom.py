@@ -19,8 +19,8 @@ def stored_pixels(
 ) -> npt.NDArray[np.unsignedinteger]:
     """``plane`` (in [0, 1], brighter = denser) quantised to ``bits_stored`` bits; MONOCHROME1 inverted."""
     maximum = (1 << bits_stored) - 1
-    dtype = np.uint8 if bits_allocated == 8 else np.uint16
-    stored = np.round(plane * maximum).astype(dtype)
+    dtype: type[np.unsignedinteger] = np.uint8 if bits_allocated == 8 else np.uint16
+    stored: npt.NDArray[np.unsignedinteger] = np.round(plane * maximum).astype(dtype)
     if photometric == "MONOCHROME1":
         stored = (maximum - stored).astype(dtype)
     return stored
