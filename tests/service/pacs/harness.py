@@ -25,6 +25,9 @@ MODALITY_AE = "MODALITY"
 SERVICE_AE = "CXR-TRIAGE"
 WAIT_S = 240.0  # the machine is shared and loaded: generous, never a timing assertion
 T = TypeVar("T")
+# The SOP classes of the gateway's results, as the PACS lists them.
+SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
+SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture
 
 
 def film(study_uid: str | None = None, seed: int = 0, **edits: Any) -> Dataset:
@@ -73,6 +76,16 @@ def pacs_settings(spool: Path, **overrides: Any) -> PacsSettings:
     }
     values.update(overrides)
     return PacsSettings(**values)
+
+
+def delivering_to(pacs: orthanc.Orthanc, spool: Path, **overrides: Any) -> PacsSettings:
+    """The gateway's settings with its results sent by C-STORE to ``pacs``."""
+    destination = {
+        "pacs_dest_host": "127.0.0.1",
+        "pacs_dest_port": pacs.dicom_port,
+        "pacs_dest_ae_title": pacs.aet,
+    }
+    return pacs_settings(spool, **(destination | overrides))
 
 
 @contextmanager

@@ -8,18 +8,17 @@ from service.settings import Settings
 from tests.service.live import metric_value
 from tests.service.pacs.harness import (
     MODALITY_AE,
+    SC_CLASS,
+    SR_CLASS,
     all_done,
+    delivering_to,
     echoscu,
     film,
     gateway_server,
-    pacs_settings,
     storescu,
     wait_for,
     write_films,
 )
-
-SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
-SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
 
 
 def _by_class(instances: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -29,12 +28,7 @@ def _by_class(instances: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_film_from_a_modality_comes_back_as_sr_and_sc_in_its_study(
     tmp_path: Path, service_settings: Settings, orthanc: Orthanc
 ) -> None:
-    pacs = pacs_settings(
-        tmp_path / "spool",
-        pacs_dest_host="127.0.0.1",
-        pacs_dest_port=orthanc.dicom_port,
-        pacs_dest_ae_title=orthanc.aet,
-    )
+    pacs = delivering_to(orthanc, tmp_path / "spool")
     source = film(seed=3)
     (path,) = write_films(tmp_path / "films", [source])
     study = str(source.StudyInstanceUID)

@@ -14,18 +14,15 @@ from tests.service.pacs.harness import (
     MODALITY_AE,
     SERVICE_AE,
     all_done,
+    delivering_to,
     film,
     gateway_process,
     gateway_server,
     instances,
-    pacs_settings,
     storescu,
     wait_for,
     write_films,
 )
-
-SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
-SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
 
 
 def _results_held(orthanc: Orthanc, study: str) -> list[str]:
@@ -36,12 +33,7 @@ def test_pacs_down_during_delivery_then_back(
     tmp_path: Path, service_settings: Settings, orthanc: Orthanc
 ) -> None:
     # The "back after a minute", shortened: back-off from 0.2 s, doubling, capped at 1 s.
-    pacs = pacs_settings(
-        tmp_path / "spool",
-        pacs_dest_host="127.0.0.1",
-        pacs_dest_port=orthanc.dicom_port,
-        pacs_dest_ae_title=orthanc.aet,
-    )
+    pacs = delivering_to(orthanc, tmp_path / "spool")
     first = film(seed=10)
     study = str(first.StudyInstanceUID)
     paths = write_films(tmp_path / "films", [first, film(study, seed=11), film(study, seed=12)])

@@ -9,10 +9,16 @@ import pytest
 from bench.orthanc import Orthanc
 from service.settings import Settings
 from tests.factories import dicom_bytes
-from tests.service.pacs.harness import all_done, film, gateway_server, pacs_settings, studies, wait_for
-
-SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
-SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+from tests.service.pacs.harness import (
+    SC_CLASS,
+    SR_CLASS,
+    all_done,
+    film,
+    gateway_server,
+    pacs_settings,
+    studies,
+    wait_for,
+)
 
 
 def related(parts: list[tuple[str, bytes]]) -> tuple[bytes, str]:
