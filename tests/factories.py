@@ -16,18 +16,16 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
     MediaStorageDirectoryStorage,
-    generate_uid,
 )
 
-from training.data.chest_dicom import chest_dataset
+from training.data.chest_dicom import chest_dataset, part10_bytes, part10_dataset
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 KERMANY_TRAIN = SHARED_DATA / "kermany224" / "train"
@@ -269,12 +267,7 @@ def png_with_chunk(data: bytes, kind: bytes, payload: bytes) -> bytes:
 
 def dicomdir_bytes() -> bytes:
     """A DICOMDIR (a media index, not an image) whose one record names the fake patient."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MediaStorageDirectoryStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    directory = Dataset()
-    directory.file_meta = meta
+    directory = part10_dataset(MediaStorageDirectoryStorage)
     directory.FileSetID = "XRAYS"
     directory.FileSetConsistencyFlag = 0
     record = Dataset()
@@ -282,9 +275,7 @@ def dicomdir_bytes() -> bytes:
     record.PatientName = FAKE_PATIENT_NAME
     record.PatientID = FAKE_PATIENT_ID
     directory.DirectoryRecordSequence = [record]
-    buffer = io.BytesIO()
-    directory.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return part10_bytes(directory)
 
 
 def nested_sequence_element(tag: int, depth: int, leaf_value: bytes = b"Zz^Q") -> bytes:

@@ -26,6 +26,17 @@ def stored_pixels(
     return stored
 
 
+def part10_dataset(sop_class: UID) -> Dataset:
+    """An empty dataset whose file meta names ``sop_class``, a new instance UID and explicit VR LE."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    return ds
+
+
 def chest_dataset(
     plane: npt.NDArray[np.floating],
     *,
@@ -45,13 +56,8 @@ def chest_dataset(
     must be at most 8).
     """
     stored = stored_pixels(plane, bits_stored, photometric, bits_allocated)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds = part10_dataset(sop_class)
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, ds.file_meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID = study_uid or generate_uid()
     ds.SeriesInstanceUID = series_uid or generate_uid()
     if modality is not None:
