@@ -16,11 +16,16 @@ every protocol-level refusal goes out. So:
   sent twice with the same value is merged into one, as RFC 9110 section 8.6 allows;
 * each answered with the service's ``{"code", "detail"}`` JSON, ``Connection: close``, and an audit
   line and a request metric like any other answer. Unknown methods parse fine and reach the app,
-  which answers them 401/404/405 in the same shape.
+  which answers them 401/404/405 in the same shape;
+* a request head not complete within ``CXR_REQUEST_HEAD_TIMEOUT_S`` of connecting (or of the end of
+  the previous response on a kept-alive connection): 408 ``request_head_too_slow``, connection
+  closed. uvicorn bounds only an idle keep-alive, and any byte resets that, so a client trickling
+  header bytes would otherwise hold its socket forever (the classic slow-loris).
 
 h11 is slower than httptools per request, which does not matter beside a model run.
 """
 
+import asyncio
 import json
 import logging
 import sys
@@ -40,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 _PHRASES = {
     400: b"Bad Request",
+    408: b"Request Timeout",
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
     501: b"Not Implemented",
@@ -110,16 +116,58 @@ def _refusal(error: BaseException | None, pending: bytes, max_head: int) -> tupl
 def protocol_class(settings: Settings, metrics: Metrics) -> type[H11Protocol]:
     """uvicorn's h11 protocol with our limits, and our JSON body on every protocol-level refusal."""
     max_head, max_count = settings.max_header_bytes, settings.max_header_count
+    head_timeout = settings.request_head_timeout_s
     hasher = UidHasher()  # the audit line of a refused request carries no UID to hash
 
     class JsonErrorH11Protocol(H11Protocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.conn = _CheckedConnection(max_head, max_count)
+            self._head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_head_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_head_timer()
+            super().connection_lost(exc)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state is not h11.IDLE:  # the head is complete (or refused)
+                self._cancel_head_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                self._arm_head_timer()  # the next request's head gets the same time
+
+        def _arm_head_timer(self) -> None:
+            self._cancel_head_timer()
+            self._head_timer = self.loop.call_later(head_timeout, self._head_too_slow)
+
+        def _cancel_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_too_slow(self) -> None:
+            self._head_timer = None
+            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+                return
+            if not self.conn.trailing_data[0]:
+                self.transport.close()  # nothing sent: an idle connection, closed without a word
+                return
+            detail = f"No whole request head within {head_timeout:g} s (CXR_REQUEST_HEAD_TIMEOUT_S)."
+            self._refuse(408, "request_head_too_slow", detail)
 
         def send_400_response(self, msg: str) -> None:
             # Called by uvicorn inside its ``except h11.RemoteProtocolError`` block.
-            status, code, detail = _refusal(sys.exc_info()[1], self.conn.trailing_data[0], max_head)
+            self._refuse(*_refusal(sys.exc_info()[1], self.conn.trailing_data[0], max_head))
+
+        def _refuse(self, status: int, code: str, detail: str) -> None:
+            self._cancel_head_timer()
             body = json.dumps({"code": code, "detail": detail}).encode()
             head = [
                 b"HTTP/1.1 %d %s" % (status, _PHRASES.get(status, b"Bad Request")),

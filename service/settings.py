@@ -93,6 +93,14 @@ class Settings(BaseSettings):
         "request line alone is longer).",
     )
     max_header_count: int = Field(64, ge=8, le=1000, description="Most header fields in a request: 431.")
+    request_head_timeout_s: float = Field(
+        10.0,
+        gt=0.0,
+        le=300.0,
+        description="Time a connection has to send a whole request head (request line + headers), "
+        "from connecting or from the end of its previous response: past it 408 request_head_too_slow "
+        "and the connection is closed (slow-header attacks hold no socket for long).",
+    )
     trim_heap_when_idle: bool = Field(
         True,
         description="Call glibc's malloc_trim whenever no prediction is running or queued, so the "
