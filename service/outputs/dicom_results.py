@@ -53,6 +53,7 @@ import numpy.typing as npt
 from highdicom.sr import CodedConcept
 from PIL import Image
 from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
@@ -426,16 +427,30 @@ def _set_character_set(ds: Dataset, src: Dataset, texts: Iterable[str]) -> None:
         ds.SpecificCharacterSet = "ISO_IR 192"
 
 
+def _readable_element(src: Dataset, keyword: str) -> DataElement | None:
+    """``src[keyword]`` with its value converted, or None when absent or unreadable.
+
+    pydicom converts a raw element on first access and raises whatever its malformed bytes provoke
+    (an unknown VR 'Lz' raised NotImplementedError: found by the fuzzer). Such a value is not copied,
+    like any other we cannot rebuild: it must never cost a 5xx."""
+    if keyword not in src:
+        return None
+    try:
+        element = src[keyword]
+        _ = element.value
+    except Exception:
+        return None
+    return element
+
+
 def _copyable(src: Dataset, keyword: str, *, max_values: int = 1) -> str | list[str] | None:
     """The value of ``keyword`` rebuilt from plain strings, if the source holds it with its standard
     VR, at most ``max_values`` values and ``_MAX_COPIED_CHARS`` characters; otherwise None.
 
     Only these rebuilt values reach a result object, never the source's element: a PatientName
     encoded as a sequence, a UID holding a name, a 1 MB Study Description stay behind."""
-    if keyword not in src:
-        return None
-    element = src[keyword]
-    if dictionary_VR(keyword) != element.VR or element.VR == "SQ":
+    element = _readable_element(src, keyword)
+    if element is None or dictionary_VR(keyword) != element.VR or element.VR == "SQ":
         return None
     value = element.value
     values = list(value) if isinstance(value, MultiValue) else [value]
