@@ -182,7 +182,7 @@ def _reference_source(ds: Dataset, src: Dataset, sop_class_uid: str, sop_instanc
     """General Reference and Common Instance Reference: the source image and its series."""
     purpose = _code_item(codes.DCM.SourceImageForImageProcessingOperation)
     ds.SourceImageSequence = [_sop_reference(sop_class_uid, sop_instance_uid, purpose=purpose)]
-    source_series = valid_uid(src.get("SeriesInstanceUID"))
+    source_series = valid_uid(_readable_value(src, "SeriesInstanceUID"))
     if source_series:
         series = Dataset()
         series.SeriesInstanceUID = source_series
@@ -229,7 +229,7 @@ def build_structured_report(
         raise ValueError("a threshold needs a positive_class that is one of the classes in probabilities")
     src = _read_source(source, limits)
     study_uid, sop_class_uid, sop_instance_uid = _required_uids(src)
-    series_uid = valid_uid(src.get("SeriesInstanceUID")) or ""
+    series_uid = valid_uid(_readable_value(src, "SeriesInstanceUID")) or ""
     if not series_uid:
         raise InputError(
             "dicom_output_unavailable",
@@ -370,13 +370,13 @@ def _read_source(source: bytes, limits: DecodeLimits | None) -> Dataset:
 
 def _source_uid(src: Dataset, keyword: str, meta_keyword: str) -> str | None:
     meta = getattr(src, "file_meta", Dataset())
-    return valid_uid(src.get(keyword)) or valid_uid(meta.get(meta_keyword))
+    return valid_uid(_readable_value(src, keyword)) or valid_uid(meta.get(meta_keyword))
 
 
 def _required_uids(src: Dataset) -> tuple[str, str, str]:
     """(study, SOP class, SOP instance) UIDs of the source; the file meta stands in for the dataset.
     Each must be one valid UID (PS3.5 9.1): a result object must not carry the source's junk."""
-    study = valid_uid(src.get("StudyInstanceUID"))
+    study = valid_uid(_readable_value(src, "StudyInstanceUID"))
     sop_class = _source_uid(src, "SOPClassUID", "MediaStorageSOPClassUID")
     sop_instance = _source_uid(src, "SOPInstanceUID", "MediaStorageSOPInstanceUID")
     if not (study and sop_class and sop_instance):
@@ -441,6 +441,12 @@ def _readable_element(src: Dataset, keyword: str) -> DataElement | None:
     except Exception:
         return None
     return element
+
+
+def _readable_value(src: Dataset, keyword: str) -> object:
+    """The value of ``keyword``, or None when absent or unreadable (see ``_readable_element``)."""
+    element = _readable_element(src, keyword)
+    return None if element is None else element.value
 
 
 def _copyable(src: Dataset, keyword: str, *, max_values: int = 1) -> str | list[str] | None:
