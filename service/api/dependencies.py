@@ -1,6 +1,6 @@
 """The typed FastAPI dependencies that hand the per-app state (``service.lifecycle.state``) to routes."""
 
-from typing import Annotated, cast
+from typing import Annotated, TypeVar, cast
 
 from anyio import CapacityLimiter
 from fastapi import Depends, Request
@@ -13,6 +13,8 @@ from service.lifecycle.state import AppContext, context_of
 from service.observability.metrics import Metrics
 from service.pacs.gateway import Gateway
 from service.settings import Settings
+
+T = TypeVar("T")
 
 
 # The getters are ``async def`` although they never await: FastAPI runs a plain ``def`` dependency on
@@ -32,28 +34,28 @@ async def get_metrics(context: ContextDep) -> Metrics:
     return context.metrics
 
 
+def _started(part: T | None, detail: str = "The service is not started.") -> T:
+    """``part`` of the app state, or 503 model_not_loaded while the lifespan has not set it (or has
+    cleared it): the one answer every getter below gives before start-up and after shutdown."""
+    if part is None:
+        raise ServiceError("model_not_loaded", detail, 503)
+    return part
+
+
 async def get_runtime(context: ContextDep) -> ModelRuntime:
-    if context.runtime is None:
-        raise ServiceError("model_not_loaded", "The model is not loaded (starting up or shutting down).", 503)
-    return context.runtime
+    return _started(context.runtime, "The model is not loaded (starting up or shutting down).")
 
 
 async def get_admission(context: ContextDep) -> Admission:
-    if context.admission is None:
-        raise ServiceError("model_not_loaded", "The service is not started.", 503)
-    return context.admission
+    return _started(context.admission)
 
 
 async def get_limiter(context: ContextDep) -> CapacityLimiter:
-    if context.limiter is None:
-        raise ServiceError("model_not_loaded", "The service is not started.", 503)
-    return context.limiter
+    return _started(context.limiter)
 
 
 async def get_uploads(context: ContextDep) -> UploadBudget:
-    if context.uploads is None:
-        raise ServiceError("model_not_loaded", "The service is not started.", 503)
-    return context.uploads
+    return _started(context.uploads)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
