@@ -187,6 +187,23 @@ class StudyInstance(BaseModel):
     delivery_error: str | None
     sr_instance_uid: str | None
     sc_instance_uid: str | None
+    ood_score: float | None = Field(
+        None,
+        description="The film's out-of-distribution score (it passed: at most ood_threshold); null "
+        "before triage, for a model without a detector, or for a film triaged before it was recorded",
+    )
+    ood_threshold: float | None = Field(None, description="The detector's threshold when it was triaged")
+    result_state: Literal["pending", "available", "expired", "none"] = Field(
+        "pending",
+        description="Its SR and SC on this gateway: pending (not triaged yet), available (fetch them "
+        "under /v1/studies/{study}/instances/{sop}/), expired (deleted after CXR_PACS_RETENTION_S; the "
+        "PACS holds them), none (dead-lettered: no result)",
+    )
+    results_expire_at: datetime | None = Field(
+        None,
+        description="When retention deletes the kept results; null while delivery is pending (kept "
+        "until delivered) and once deleted",
+    )
 
 
 class StudySummary(BaseModel):

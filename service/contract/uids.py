@@ -8,7 +8,9 @@ newline and a forged log line, several values - so nothing else is ever passed o
 import re
 
 MAX_UID_LENGTH = 64
-_UID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
+# Also published as the OpenAPI pattern of UID path parameters (anchored there: a pattern is a search).
+UID_PATTERN = r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*"
+_UID = re.compile(UID_PATTERN)
 
 
 def valid_uid(value: object) -> str | None:

@@ -50,6 +50,7 @@ from datetime import datetime
 import highdicom as hd
 import numpy as np
 import numpy.typing as npt
+import pydicom
 from highdicom.sr import CodedConcept
 from PIL import Image
 from pydicom.datadict import dictionary_VR
@@ -64,12 +65,13 @@ from service.contract import DecodeLimits, InputError, SourceFormat
 from service.contract.dicom import read_dicom
 from service.contract.sniff import sniff_format
 from service.contract.uids import valid_uid
+from service.outputs.overlay import OVERLAY_PNG_COMPRESS_LEVEL
 
 # highdicom logs the source's SOP Instance UID at INFO while building an SR; no DICOM value may reach
 # the service's logs, so only its warnings and errors are let through.
 logging.getLogger("highdicom").setLevel(logging.WARNING)
 
-__all__ = ["build_secondary_capture", "build_structured_report"]
+__all__ = ["build_secondary_capture", "build_structured_report", "secondary_capture_png"]
 
 MANUFACTURER = "cxr-triage"
 SC_SERIES_NUMBER = 9901
@@ -202,6 +204,32 @@ def _set_rgb_pixels(ds: Dataset, pixels: npt.NDArray[np.uint8]) -> None:
     ds.PixelRepresentation = 0
     ds.PixelData = pixels.tobytes()
     ds["PixelData"].VR = "OB"
+
+
+def secondary_capture_png(sc: bytes) -> bytes:
+    """The overlay of a Secondary Capture this module built, back as the RGB PNG it was built from.
+
+    Only the layout ``_set_rgb_pixels`` writes is read (8-bit interleaved RGB, uncompressed): this
+    renders our own results for viewing, it is not a general DICOM decoder. ``ValueError`` otherwise.
+    """
+    ds = pydicom.dcmread(io.BytesIO(sc))
+    layout = (
+        ds.get("SamplesPerPixel"),
+        ds.get("PhotometricInterpretation"),
+        ds.get("BitsAllocated"),
+        ds.get("PlanarConfiguration"),
+        str(ds.file_meta.get("TransferSyntaxUID", "")),
+    )
+    if layout != (3, "RGB", 8, 0, ExplicitVRLittleEndian):
+        raise ValueError("not a Secondary Capture in the layout this service writes")
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    pixels = np.frombuffer(ds.PixelData, dtype=np.uint8)
+    if pixels.size < rows * columns * 3:
+        raise ValueError("the Secondary Capture's pixel data is shorter than its size")
+    rgb = pixels[: rows * columns * 3].reshape(rows, columns, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=OVERLAY_PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
 
 
 def build_structured_report(

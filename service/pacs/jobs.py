@@ -58,12 +58,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     next_delivery_at    REAL,
     delivery_error      TEXT,
     delivered_at        REAL,
-    purged_at           REAL
+    purged_at           REAL,
+    ood_score           REAL,
+    ood_threshold       REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, received_at);
 CREATE INDEX IF NOT EXISTS jobs_delivery ON jobs (state, next_delivery_at);
 CREATE INDEX IF NOT EXISTS jobs_study ON jobs (study_instance_uid);
 """
+# Columns added after the first release, with their SQL type: a job table written by an older
+# version gains them at open (SQLite's ADD COLUMN; old rows read NULL, i.e. "not recorded").
+_ADDED_COLUMNS = {"ood_score": "REAL", "ood_threshold": "REAL"}
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,8 @@ class Job:
     delivery_error: str | None
     delivered_at: float | None
     purged_at: float | None
+    ood_score: float | None  # the film's out-of-distribution score (it passed: <= ood_threshold)
+    ood_threshold: float | None  # the detector's threshold then; both None for a model without one
 
     @property
     def destinations(self) -> list[str]:
@@ -125,6 +132,8 @@ class TriageResult:
     sc_instance_uid: str
     sr_name: str
     sc_name: str
+    ood_score: float | None = None
+    ood_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,10 @@ class JobTable:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut, not just a crash
         self._db.executescript(_SCHEMA)
+        present = {str(row[1]) for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, sql_type in _ADDED_COLUMNS.items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {sql_type}")
 
     def close(self) -> None:
         with self._lock:
@@ -234,7 +247,8 @@ class JobTable:
                 "UPDATE jobs SET state = ?, reason = NULL, predicted_class = ?, probability = ?, "
                 "triage_level = ?, model_name = ?, model_version = ?, finished_at = ?, "
                 "sr_instance_uid = ?, sc_instance_uid = ?, sr_name = ?, sc_name = ?, delivery_state = ?, "
-                "pending_destinations = ?, next_delivery_at = ? WHERE sop_instance_uid = ?",
+                "pending_destinations = ?, next_delivery_at = ?, ood_score = ?, ood_threshold = ? "
+                "WHERE sop_instance_uid = ?",
                 (
                     TRIAGED if destinations else DONE,
                     result.predicted_class,
@@ -250,6 +264,8 @@ class JobTable:
                     "pending" if destinations else "none",
                     ",".join(destinations),
                     now,
+                    result.ood_score,
+                    result.ood_threshold,
                     uid,
                 ),
             )

@@ -23,6 +23,8 @@ class Triaged:
     sc: bytes
     sr_instance_uid: str
     sc_instance_uid: str
+    ood_score: float | None = None  # None for a model without an out-of-distribution detector
+    ood_threshold: float | None = None
 
 
 def triage_film(data: bytes, runtime: ModelRuntime, *, max_pixels: int, overlay_max_side: int) -> Triaged:
@@ -83,4 +85,6 @@ def triage_film(data: bytes, runtime: ModelRuntime, *, max_pixels: int, overlay_
         sc=stamped["sc"][1],
         sr_instance_uid=stamped["sr"][0],
         sc_instance_uid=stamped["sc"][0],
+        ood_score=inference.ood_score if card.ood else None,
+        ood_threshold=card.ood.threshold if card.ood else None,
     )

@@ -131,6 +131,8 @@ class Workers:
             sc_instance_uid=triaged.sc_instance_uid,
             sr_name=sr_name,
             sc_name=sc_name,
+            ood_score=triaged.ood_score,
+            ood_threshold=triaged.ood_threshold,
         )
         now = time.time()
         self.jobs.triaged(job.sop_instance_uid, result, [d.name for d in self.destinations], now)

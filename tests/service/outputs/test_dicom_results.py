@@ -36,6 +36,7 @@ from service.outputs.dicom_results import (
     PRIVATE_SCHEME,
     build_secondary_capture,
     build_structured_report,
+    secondary_capture_png,
 )
 from service.outputs.overlay import render_overlay
 from tests.factories import (
@@ -534,3 +535,11 @@ def test_sr_refused_for_a_source_series_uid_that_is_not_a_uid() -> None:
     with pytest.raises(InputError) as caught:
         structured_report(source, strict=False)
     assert caught.value.code == "dicom_output_unavailable"
+
+
+def test_the_secondary_capture_gives_back_the_overlay_it_was_built_from(
+    sc_bytes: bytes, sr_bytes: bytes, overlay_png: bytes
+) -> None:
+    assert np.array_equal(png_pixels(secondary_capture_png(sc_bytes)), png_pixels(overlay_png))
+    with pytest.raises(ValueError, match="layout"):
+        secondary_capture_png(sr_bytes)  # no pixels: not a Secondary Capture this service wrote

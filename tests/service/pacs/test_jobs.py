@@ -1,10 +1,11 @@
 """The job table's state machine, recovery, retention query and worklist order, on a real SQLite file."""
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from service.pacs.jobs import JobTable, NewJob, StudyFilter, TriageResult
+from service.pacs.jobs import _SCHEMA, JobTable, NewJob, StudyFilter, TriageResult
 
 
 @pytest.fixture
@@ -96,3 +97,30 @@ def test_worklist_urgent_first_then_newest_with_filters_and_paging(jobs: JobTabl
     jobs.delivered("1.1", "dimse", now=11.0)
     assert jobs.study_uids(StudyFilter(delivery_state="delivered"), 10, 0) == (["s.routine"], 1)
     assert jobs.study_uids(StudyFilter(study_instance_uid="s.queued"), 10, 0) == (["s.queued"], 1)
+
+
+def test_a_table_from_before_the_ood_columns_gains_them(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(_SCHEMA.replace(",\n    ood_score           REAL,\n    ood_threshold       REAL", ""))
+    old.execute(
+        "INSERT INTO jobs (sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid, "
+        "source, received_at, state) VALUES ('1.1', '1.2', '1.3', '1.4', 'dimse', 1.0, 'queued')"
+    )
+    old.commit()
+    assert "ood_score" not in {row[1] for row in old.execute("PRAGMA table_info(jobs)")}
+    old.close()
+    jobs = JobTable(path)
+    try:
+        job = jobs.get("1.1")
+        assert job is not None and (job.ood_score, job.ood_threshold) == (None, None)
+        claimed = jobs.claim()
+        assert claimed is not None
+        result = TriageResult(
+            "PNEUMONIA", 0.9, "urgent", "m", "1", "9.1", "9.2", "sr.dcm", "sc.dcm", 0.7, 1.1
+        )
+        jobs.triaged("1.1", result, [], now=2.0)
+        job = jobs.get("1.1")
+        assert job is not None and (job.ood_score, job.ood_threshold) == (0.7, 1.1)
+    finally:
+        jobs.close()
