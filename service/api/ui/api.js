@@ -33,9 +33,11 @@ async function readJson(response) {
   }
 }
 
-async function call(path, init = {}) {
+// Every request: the key in the Authorization header (never the URL), no cookies, no cache, no
+// redirects, no referrer. A non-2xx answer becomes an ApiError with the service's code and detail.
+async function send(path, accept, init = {}) {
   const headers = new Headers(init.headers || {});
-  headers.set("Accept", "application/json");
+  headers.set("Accept", accept);
   if (apiKey !== null) {
     headers.set("Authorization", `Bearer ${apiKey}`);
   }
@@ -52,13 +54,24 @@ async function call(path, init = {}) {
   } catch {
     throw new ApiError(0, "network_error", "");
   }
-  const body = await readJson(response);
   if (!response.ok) {
+    const body = await readJson(response);
     const code = body && typeof body.code === "string" ? body.code : `http_${response.status}`;
     const detail = body && typeof body.detail === "string" ? body.detail : "";
     throw new ApiError(response.status, code, detail);
   }
-  return body;
+  return response;
+}
+
+async function call(path, init = {}) {
+  return readJson(await send(path, "application/json", init));
+}
+
+// Binary results (a PNG, a DICOM object) as a Blob: an <img> cannot send the key, so the page
+// fetches with the header and shows the bytes from an object URL.
+async function blob(path, accept) {
+  const response = await send(path, accept);
+  return response.blob();
 }
 
 export function getModel() {
@@ -67,6 +80,17 @@ export function getModel() {
 
 export function getStudies() {
   return call("../v1/studies");
+}
+
+// One film's results, addressed by the UIDs the worklist lists (validated by the service).
+function resultPath(studyUid, sopUid, name) {
+  const path = `../v1/studies/${encodeURIComponent(studyUid)}/instances/${encodeURIComponent(sopUid)}`;
+  return name ? `${path}/${name}` : path;
+}
+
+// name: overlay.png (the heat map over the film), film.png (the film alone), sc.dcm, sr.dcm.
+export function getResult(studyUid, sopUid, name) {
+  return blob(resultPath(studyUid, sopUid, name), name.endsWith(".png") ? "image/png" : "application/dicom");
 }
 
 // film=true: the service also returns the bare film under the overlay, so the heat map can be faded

@@ -19,6 +19,7 @@ const worklist = new Worklist({
   refreshButton: $("worklist-refresh"),
   detail: $("study-detail"),
   onAuthFailure: (error) => handleAuthFailure(error),
+  card: () => state.card,
 });
 
 function showView(name, { focus = true } = {}) {

@@ -62,7 +62,11 @@ export class UrlBag {
 
   fromBase64Png(base64) {
     const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
-    const url = URL.createObjectURL(new Blob([bytes], { type: "image/png" }));
+    return this.fromBlob(new Blob([bytes], { type: "image/png" }));
+  }
+
+  fromBlob(blob) {
+    const url = URL.createObjectURL(blob);
     this.urls.push(url);
     return url;
   }

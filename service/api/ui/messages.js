@@ -38,6 +38,12 @@ const SENTENCES = {
   client_disconnected: "The upload was interrupted before it was complete.",
   network_error: "The service could not be reached. Check that it is running and open this page from it.",
   not_found: "The service does not offer this.",
+  instance_not_found: "This service has no such film (it was never received here, or belongs to another study).",
+  invalid_uid: "That is not a DICOM UID.",
+  result_pending: "This film is not triaged yet. Its images appear once it is.",
+  no_result: "This film was not triaged, so there is no heat map.",
+  result_expired:
+    "This film's images were deleted from this service after the retention period; the PACS holds its SR and Secondary Capture.",
 };
 
 export function sentenceFor(code) {

@@ -8,23 +8,20 @@ import { sentenceFor } from "./messages.js";
 
 let viewerCount = 0;
 
-function viewer(gradcam, urls) {
+// The film with its heat map stacked over it, a toggle and an opacity slider. overlaySrc and
+// filmSrc are object URLs; without the bare film (filmSrc null) the blend is all there is.
+export function heatMapViewer({ overlaySrc, filmSrc, className }) {
   const id = `viewer-${++viewerCount}`;
   const overlay = el("img", {
     class: "layer heat",
-    src: urls.fromBase64Png(gradcam.png_base64),
-    alt: `Grad-CAM heat map for ${gradcam.class_name} over the film`,
+    src: overlaySrc,
+    alt: `Grad-CAM heat map for ${className} over the film`,
     "data-testid": "overlay",
   });
   const stack = el("div", { class: "stack" });
-  if (gradcam.film_png_base64) {
+  if (filmSrc) {
     stack.append(
-      el("img", {
-        class: "layer film",
-        src: urls.fromBase64Png(gradcam.film_png_base64),
-        alt: "The film, without the heat map",
-        "data-testid": "film",
-      }),
+      el("img", { class: "layer film", src: filmSrc, alt: "The film, without the heat map", "data-testid": "film" }),
     );
     overlay.classList.add("over");
   }
@@ -35,14 +32,13 @@ function viewer(gradcam, urls) {
   const shown = el("output", { for: opacity.id, text: "100%" });
   const update = () => {
     overlay.style.opacity = String(opacity.valueAsNumber / 100);
-    overlay.hidden = !toggle.checked && Boolean(gradcam.film_png_base64);
+    overlay.hidden = !toggle.checked && Boolean(filmSrc);
     opacity.disabled = !toggle.checked;
     shown.textContent = `${opacity.value}%`;
   };
   toggle.addEventListener("change", update);
   opacity.addEventListener("input", update);
-  // Without the bare film (an older service) the blend is all there is: nothing to fade.
-  const controls = gradcam.film_png_base64
+  const controls = filmSrc
     ? el(
         "div",
         { class: "controls" },
@@ -59,10 +55,18 @@ function viewer(gradcam, urls) {
     el(
       "figcaption",
       { class: "muted small" },
-      `Grad-CAM for ${gradcam.class_name}: where the evidence for it lies (red strongest, blue weakest).`,
+      `Grad-CAM for ${className}: where the evidence for it lies (red strongest, blue weakest).`,
     ),
     controls,
   );
+}
+
+function viewer(gradcam, urls) {
+  return heatMapViewer({
+    overlaySrc: urls.fromBase64Png(gradcam.png_base64),
+    filmSrc: gradcam.film_png_base64 ? urls.fromBase64Png(gradcam.film_png_base64) : null,
+    className: gradcam.class_name,
+  });
 }
 
 function probabilities(prediction) {
@@ -130,6 +134,14 @@ function triageCard(prediction, card) {
   );
 }
 
+// The OOD score against its threshold, in the words both the film view and the worklist use.
+export function oodSentence(ood) {
+  return (
+    `Out-of-distribution score ${decimal(ood.score)}; films above ${decimal(ood.threshold)} are refused. ` +
+    (ood.score <= ood.threshold ? "This film passed." : "This film did not pass.")
+  );
+}
+
 function oodCard(ood) {
   if (!ood) {
     return null;
@@ -141,12 +153,7 @@ function oodCard(ood) {
     "section",
     { class: "card", "aria-labelledby": "ood-title" },
     el("h3", { id: "ood-title", text: "Is it a chest film like the training films?" }),
-    el("p", {
-      "data-testid": "ood",
-      text:
-        `Out-of-distribution score ${decimal(ood.score)}; films above ${decimal(ood.threshold)} are refused. ` +
-        (passed ? "This film passed." : "This film did not pass."),
-    }),
+    el("p", { "data-testid": "ood", text: oodSentence(ood) }),
     el("span", { class: "bar wide", "aria-hidden": "true" }, fill),
   );
 }

@@ -2,11 +2,15 @@
 // A deployment without the endpoint (404), or without DICOM intake configured, is told so once and
 // not polled again. Shape: {total, limit, offset, studies: [{study_instance_uid, received_at,
 // finished_at, triage_level, probability, model_version, delivery_state, instances: [...]}]}.
+// Opening a study shows each film's result: the Grad-CAM overlay over the film, fetched by UID
+// with the key in a header and shown from object URLs, with its probability, triage level and
+// out-of-distribution score, and its SR and SC to save as DICOM.
 
-import { ApiError, getStudies } from "./api.js";
-import { el, facts, table } from "./dom.js";
+import { ApiError, getResult, getStudies } from "./api.js";
+import { el, facts, table, UrlBag } from "./dom.js";
 import { figure, label, MISSING, percent, when } from "./format.js";
 import { sentenceFor } from "./messages.js";
+import { heatMapViewer, oodSentence } from "./result.js";
 
 export const REFRESH_MS = 15000;
 
@@ -51,14 +55,26 @@ function levelBadge(study) {
   return el("span", { class: `badge ${value ?? "none"}`, text: value ? value.toUpperCase() : "PENDING" });
 }
 
+// Why a film has no images to show, by its result_state (GET /v1/studies).
+const NO_IMAGES = {
+  pending: "Not triaged yet: its images appear here once it is (the list refreshes by itself; open the study again).",
+  none: "This film was not triaged (see its reason above), so there is no heat map.",
+  expired:
+    "Its images were deleted from this service after the retention period; the PACS holds its SR and Secondary Capture.",
+};
+
 export class Worklist {
-  constructor({ host, updated, refreshButton, detail, onAuthFailure }) {
+  // card: () => the served model's card (or null), for the name of the positive class.
+  constructor({ host, updated, refreshButton, detail, onAuthFailure, card = () => null }) {
     this.host = host;
     this.onAuthFailure = onAuthFailure;
     this.updated = updated;
     this.detail = detail;
+    this.card = card;
     this.timer = null;
     this.unavailable = false;
+    this.urls = new UrlBag(); // the open study's images, revoked when another is opened
+    this.opened = 0; // counts openings: images that arrive for a study no longer open are dropped
     refreshButton.addEventListener("click", () => this.load());
     document.addEventListener("visibilitychange", () => {
       if (document.hidden) {
@@ -90,6 +106,8 @@ export class Worklist {
 
   reset() {
     this.stop();
+    this.opened += 1;
+    this.urls.revokeAll();
     this.unavailable = false;
     this.host.replaceChildren();
     this.detail.replaceChildren();
@@ -154,6 +172,8 @@ export class Worklist {
   }
 
   open(study) {
+    const opening = ++this.opened;
+    this.urls.revokeAll();
     const title = el("h3", { tabindex: "-1", text: "Study" });
     const scalars = Object.entries(study).filter(([, v]) => v === null || typeof v !== "object");
     const instances = Array.isArray(study.instances) ? study.instances : [];
@@ -165,10 +185,138 @@ export class Worklist {
         el("p", {}, levelBadge(study)),
         facts(scalars.map(([k, v]) => [label(k), k.endsWith("_at") ? when(v) : figure(v)])),
         instances.length > 0 ? instanceTable(instances) : null,
+        instances.map((instance, i) => this.filmResult(studyUid(study), instance, i + 1, opening)),
       ),
     );
     title.focus();
   }
+
+  // One film of the open study: its images (loaded after the view is drawn) beside its findings.
+  filmResult(study, instance, number, opening) {
+    const images = el("div", { class: "film-images", "data-testid": "film-images" });
+    const available = instance.result_state === "available";
+    if (available) {
+      images.append(el("p", { class: "muted", role: "status", text: "Loading the images…" }));
+      this.loadImages(study, instance, images, opening);
+    } else {
+      const why = NO_IMAGES[instance.result_state] ?? "This service does not offer this film's images.";
+      images.append(el("p", { class: "notice", "data-testid": "film-images-message", text: why }));
+    }
+    return el(
+      "section",
+      { class: "film-result", "aria-label": `Film ${number}`, "data-testid": "film-result" },
+      el("h4", { text: `Film ${number}` }),
+      el(
+        "div",
+        { class: "result" },
+        images,
+        el("div", { class: "findings" }, this.filmFindings(instance), available ? this.saveButtons(study, instance, number) : null),
+      ),
+    );
+  }
+
+  filmFindings(instance) {
+    // The operating point is the served model's: said only for films that model triaged.
+    const card = this.card();
+    const sameModel = card && card.name === instance.model_name && card.version === instance.model_version;
+    const threshold = sameModel ? card.decision_threshold : null;
+    const p = instance.probability;
+    const probabilityText = threshold?.positive_class
+      ? `p(${threshold.positive_class}) = ${percent(p)}` +
+        (typeof threshold.value === "number" ? `; urgent at or above ${percent(threshold.value)}` : "")
+      : percent(p);
+    const ood =
+      typeof instance.ood_score === "number" && typeof instance.ood_threshold === "number"
+        ? oodSentence({ score: instance.ood_score, threshold: instance.ood_threshold })
+        : "No out-of-distribution score was recorded for this film.";
+    return el(
+      "div",
+      { class: "card" },
+      el("p", {}, levelBadge(instance)),
+      facts([
+        ["Probability", el("span", { "data-testid": "film-probability", text: probabilityText })],
+        ["Out of distribution", el("span", { "data-testid": "film-ood", text: ood })],
+        ["Model", instance.model_name ? `${instance.model_name} ${instance.model_version ?? ""}`.trim() : MISSING],
+        ["SR", el("code", { class: "wrap", text: instance.sr_instance_uid ?? MISSING })],
+        ["Secondary Capture", el("code", { class: "wrap", text: instance.sc_instance_uid ?? MISSING })],
+        ["Kept here until", keptUntil(instance)],
+      ]),
+    );
+  }
+
+  async loadImages(study, instance, host, opening) {
+    const sop = instance.sop_instance_uid;
+    try {
+      // The bare film lets the heat map be faded; without it the overlay alone is shown.
+      const [overlay, film] = await Promise.all([
+        getResult(study, sop, "overlay.png"),
+        getResult(study, sop, "film.png").catch(() => null),
+      ]);
+      if (opening !== this.opened) {
+        return;
+      }
+      host.replaceChildren(
+        heatMapViewer({
+          overlaySrc: this.urls.fromBlob(overlay),
+          filmSrc: film ? this.urls.fromBlob(film) : null,
+          className: instance.predicted_class ?? "the predicted class",
+        }),
+      );
+    } catch (error) {
+      if (!(error instanceof ApiError)) {
+        throw error;
+      }
+      if (opening !== this.opened || this.onAuthFailure(error)) {
+        return;
+      }
+      host.replaceChildren(
+        el("p", { class: "notice", role: "alert", "data-testid": "film-images-message", text: sentenceFor(error.code) }),
+        error.detail ? el("p", { class: "muted small", text: `The service said: ${error.detail}` }) : null,
+      );
+    }
+  }
+
+  // The SR and SC as the PACS received them, saved through an object URL (the key stays in a header).
+  saveButtons(study, instance, number) {
+    const status = el("p", { class: "muted small", role: "status" });
+    const save = (name, what) =>
+      el("button", {
+        type: "button",
+        text: `Save the ${what} (DICOM)`,
+        onclick: async () => {
+          status.textContent = `Fetching the ${what}…`;
+          try {
+            const url = URL.createObjectURL(await getResult(study, instance.sop_instance_uid, name));
+            el("a", { href: url, download: `cxr-triage-film${number}-${name}` }).click();
+            window.setTimeout(() => URL.revokeObjectURL(url), 10000);
+            status.textContent = `Saved the ${what}.`;
+          } catch (error) {
+            if (!(error instanceof ApiError)) {
+              throw error;
+            }
+            if (!this.onAuthFailure(error)) {
+              status.textContent = sentenceFor(error.code);
+            }
+          }
+        },
+      });
+    return el(
+      "div",
+      { class: "card" },
+      el("div", { class: "toolbar" }, save("sr.dcm", "SR"), save("sc.dcm", "Secondary Capture")),
+      status,
+    );
+  }
+}
+
+function keptUntil(instance) {
+  if (instance.result_state === "expired") {
+    return "deleted after the retention period";
+  }
+  if (instance.result_state !== "available") {
+    return MISSING;
+  }
+  return instance.results_expire_at ? when(instance.results_expire_at) : "delivered, then for the retention period";
 }
 
 const INSTANCE_COLUMNS = [

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -623,6 +624,7 @@ def test_the_worklist_shows_the_gateway_studies_urgent_first(
             stored = api.post("/dicomweb/studies", content=body, headers={"Content-Type": content_type})
             assert stored.status_code == 200, stored.text
         studies = _finished_studies(api, 2)
+        positive = strict_json(api.get("/v1/models"))["decision_threshold"]["positive_class"]
     by_level = {study["triage_level"]: study for study in studies}
     assert set(by_level) == {"urgent", "routine"}
     session = _open(browser, gateway, DESKTOP)
@@ -636,11 +638,50 @@ def test_the_worklist_shows_the_gateway_studies_urgent_first(
             expect(rows.nth(i)).to_contain_text(level.upper())
             expect(rows.nth(i)).to_contain_text(by_level[level]["study_instance_uid"])
             expect(rows.nth(i)).to_contain_text(_percent(by_level[level]["probability"]))
-        rows.nth(0).get_by_role("button").click()
+        # Opened from the keyboard: focus the study's button, Enter.
+        rows.nth(0).get_by_role("button").focus()
+        page.keyboard.press("Enter")
         detail = page.get_by_test_id("study-detail")
         (instance,) = by_level["urgent"]["instances"]
         expect(detail).to_contain_text(instance["sop_instance_uid"])
+        _expect_study_film_shown(page, instance, positive)
         _shot(page, "worklist-gateway")
+        # The SR, saved as DICOM through the page: the very object the worklist names.
+        with page.expect_download() as download:
+            detail.get_by_role("button", name="Save the SR (DICOM)").click()
+        saved = pydicom.dcmread(download.value.path())
+        assert saved.SOPInstanceUID == instance["sr_instance_uid"]
+        # The results were fetched by UID with the key in a header: never in a URL.
+        fetched = [url for url in session.log.requests if "/instances/" in url]
+        assert any(url.endswith("/overlay.png") for url in fetched), fetched
+        assert not [url for url in session.log.requests if TEST_API_KEY in url]
         session.assert_clean()
     finally:
         session.page.context.close()
+
+
+def _expect_study_film_shown(page: Page, instance: dict[str, Any], positive: str) -> None:
+    """The opened study's film: the overlay (and the bare film under it) loaded from the service,
+    at the size the service rendered it, with the instance's probability, level and OOD score."""
+    film = page.get_by_test_id("study-detail").get_by_test_id("film-result")
+    expect(film).to_have_count(1)
+    for layer in ("overlay", "film"):
+        image = film.get_by_test_id(layer)
+        expect(image).to_be_visible()
+        expect(image).to_have_attribute("src", re.compile(r"^blob:"))
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    widths = [film.get_by_test_id(layer).evaluate("img => img.naturalWidth") for layer in ("overlay", "film")]
+    assert widths[0] == widths[1] > 0
+    expect(film).to_contain_text(instance["triage_level"].upper())
+    expect(film.get_by_test_id("film-probability")).to_contain_text(
+        f"p({positive}) = {_percent(instance['probability'])}"
+    )
+    assert instance["ood_score"] is not None and instance["ood_threshold"] is not None
+    expect(film.get_by_test_id("film-ood")).to_contain_text(f"score {instance['ood_score']:.3f}")
+    expect(film.get_by_test_id("film-ood")).to_contain_text(f"above {instance['ood_threshold']:.3f}")
+    # The heat map toggles off over the film, from the keyboard too.
+    film.get_by_label("Show heat map").focus()
+    page.keyboard.press("Space")
+    expect(film.get_by_test_id("overlay")).to_be_hidden()
+    page.keyboard.press("Space")
+    expect(film.get_by_test_id("overlay")).to_be_visible()
