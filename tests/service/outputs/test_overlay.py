@@ -6,8 +6,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.outputs.overlay import jet, normalise_cam, overlay_size, render_overlay
-from tests.factories import chest_like
+from service.contract import decode_image
+from service.contract.preprocess import resize_plane
+from service.outputs.overlay import (
+    blend_overlay,
+    film_png,
+    jet,
+    normalise_cam,
+    overlay_background,
+    overlay_pixels,
+    overlay_size,
+    render_overlay,
+)
+from tests.factories import KERMANY_TRAIN, chest_like
 
 
 @pytest.mark.parametrize(
@@ -65,3 +76,55 @@ def test_constant_film_and_empty_cam_still_render() -> None:
     )
     assert (width, height) == (48, 64)
     assert _decode(png).shape == (64, 48, 3)
+
+
+def _reference_overlay(background: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """The overlay as first written (plain numpy expressions, Pillow's encoder): the pixels the
+    faster in-place blend and PNG writer must reproduce bit for bit."""
+    height, width = background.shape
+    heat = resize_plane(normalise_cam(cam), height, width)
+    v = np.clip(heat, 0.0, 1.0)[..., np.newaxis]
+    centres = np.array([0.75, 0.5, 0.25], dtype=np.float32)
+    colours = np.clip(1.5 - np.abs(4.0 * (v - centres)), 0.0, 1.0).astype(np.float32)
+    gray = np.repeat(background[..., np.newaxis], 3, axis=2)
+    weight = (alpha * heat)[..., np.newaxis]
+    blended = (1.0 - weight) * gray + weight * colours
+    rgb = np.clip(np.rint(blended * 255.0), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=1)
+    return _decode(buffer.getvalue()).astype(np.uint8)
+
+
+def _films() -> list[np.ndarray]:
+    """Real Kermany films where the shared data is present, synthetic ones always."""
+    films = [chest_like(300, 200, seed=s).astype(np.float32) for s in range(3)]
+    films.append(chest_like(700, 900, seed=9).astype(np.float32))  # shrunk to the overlay size
+    if KERMANY_TRAIN.is_dir():
+        for path in sorted(KERMANY_TRAIN.rglob("*.jpeg"))[::600][:8]:
+            films.append(decode_image(path.read_bytes()).pixels)
+    return films
+
+
+def test_overlay_pixels_equal_the_plain_formula_on_films() -> None:
+    """No behaviour change from the faster overlay: the same PNG pixels for every film and map."""
+    rng = np.random.default_rng(0)
+    for i, film in enumerate(_films()):
+        background = overlay_background(film, 512)
+        cams = [
+            rng.random((7, 7), dtype=np.float32) * 3.0,
+            np.zeros((4, 4), dtype=np.float32),  # no evidence: the plain film
+            np.pad(np.ones((1, 1), dtype=np.float32), ((2, 3), (4, 1))),  # one hot cell
+            np.array([[np.nan, -1.0], [np.inf, 2.0]], dtype=np.float32),  # cleaned, not an error
+        ]
+        for cam in cams:
+            png = blend_overlay(background, cam)
+            assert np.array_equal(_decode(png), _reference_overlay(background, cam)), i
+            assert np.array_equal(overlay_pixels(background, cam), _decode(png))
+
+
+def test_film_png_is_the_background_pixel_for_pixel() -> None:
+    background = overlay_background(chest_like(120, 90, seed=4).astype(np.float32), 512)
+    with Image.open(io.BytesIO(film_png(background))) as image:
+        assert image.mode == "L"
+        grey = np.asarray(image)
+    assert np.array_equal(grey, np.clip(np.rint(background * 255.0), 0, 255).astype(np.uint8))
