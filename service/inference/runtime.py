@@ -51,6 +51,10 @@ class Inference:
     inference_ms: float  # the session.run that computed it, shared by the films of its batch
     ood_score: float | None = None  # only for models whose card declares an OOD detector
     batch_size: int = 1  # films in that run (dynamic micro-batching)
+    # When that run started and ended (time.perf_counter): a request subtracts its own submit time
+    # and resume time to see how long it waited for its batch and for the event loop.
+    run_started: float = 0.0
+    run_ended: float = 0.0
 
 
 class ModelRuntime:
@@ -105,7 +109,9 @@ class ModelRuntime:
             threshold_override=settings.decision_threshold,
             provider_fallback=fallback,
             batch_policy=BatchPolicy(
-                max_batch=settings.max_batch_size, max_wait_s=settings.batch_wait_ms / 1000.0
+                max_batch=settings.max_batch_size,
+                max_wait_s=settings.batch_wait_ms / 1000.0,
+                adaptive=settings.batch_window == "adaptive",
             ),
             io_binding=switch(settings.io_binding, in_use),
             pad_to=settings.max_batch_size if switch(settings.pad_batches, in_use) else None,
@@ -188,7 +194,8 @@ class ModelRuntime:
             outputs = self._run_bound(batch) if self.io_binding else self._run(batch)
         except Exception as exc:  # ORT raises its own Fail/RuntimeException/InvalidArgument types
             raise InferenceError(f"ONNX Runtime run failed ({type(exc).__name__})") from exc
-        inference_ms = (time.perf_counter() - start) * 1000.0
+        ended = time.perf_counter()
+        inference_ms = (ended - start) * 1000.0
         rows = len(batch)  # n, or more with padding: the shapes are checked on what ran, then cut to n
         probabilities = self._checked_shape(PROBABILITIES_OUTPUT, np.asarray(outputs[0]), rows, 2)[:n]
         cams = self._checked_shape(CAM_OUTPUT, np.asarray(outputs[1]), rows, 4)[:n]
@@ -207,6 +214,8 @@ class ModelRuntime:
                         inference_ms=inference_ms,
                         ood_score=None if ood is None else _checked_ood_score(ood[row]),
                         batch_size=n,
+                        run_started=start,
+                        run_ended=ended,
                     )
                 )
             except ModelOutputError as exc:

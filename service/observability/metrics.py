@@ -22,6 +22,24 @@ INFERENCE_ERROR_KINDS = ("runtime", "output")  # ORT raised / the outputs failed
 RELOAD_OUTCOMES = ("succeeded", "refused")
 AUTH_FAILURE_REASONS = ("missing_api_key", "invalid_api_key", "forbidden")
 DEADLINE_STEPS = ("queue", "upload", "processing")
+# Where a prediction's time goes, in the order it passes them (docs/performance.md). A *_wait stage
+# is time queued: for a slot, for a worker thread, for a batch to start, for the event loop to
+# resume the request once its batch is done.
+PREDICT_STAGES = (
+    "upload",  # the body received and its multipart parsed
+    "admission_wait",
+    "decode_wait",
+    "decode",  # decode, model input and overlay background, on a worker thread
+    "batch_wait",  # from joining the batch queue to its session.run starting
+    "inference",  # the session.run of its batch
+    "result_wait",
+    "overlay_wait",
+    "colour_blend",  # CAM normalised, resized, colour-mapped and blended over the film
+    "png_encode",
+    "base64",
+    "json",  # the response model built and serialised
+)
+_STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 
 def method_label(method: str) -> str:
@@ -71,6 +89,16 @@ class Metrics:
             buckets=_BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.predict_stage = Histogram(
+            "cxr_predict_stage_seconds",
+            "Time each successful prediction spent in each stage of the request path (upload, queues, "
+            "decode, batch, inference, overlay, PNG, JSON); the rest of a request is HTTP and routing.",
+            ("stage",),
+            buckets=_STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        # Bound once: a labels() lookup per observation would cost more than the observation.
+        self.predict_stages = {stage: self.predict_stage.labels(stage) for stage in PREDICT_STAGES}
         self.model_info = Gauge(
             "cxr_model_info",
             "The loaded model (value is always 1).",

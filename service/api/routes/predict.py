@@ -3,9 +3,12 @@
 import asyncio
 import base64
 import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import anyio.to_thread
 import numpy as np
@@ -39,7 +42,8 @@ from service.observability.audit import current_audit
 from service.observability.logs import request_id_var
 from service.observability.metrics import Metrics
 from service.outputs.dicom_results import build_secondary_capture, build_structured_report
-from service.outputs.overlay import blend_overlay, film_png, overlay_background
+from service.outputs.overlay import film_png, overlay_background, overlay_pixels
+from service.outputs.png import encode_png
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -92,6 +96,47 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 ResultFormat = Literal["json", "sc", "sr"]
 DICOM_MEDIA_TYPE = "application/dicom"
+T = TypeVar("T")
+
+
+class _Stages:
+    """Seconds per stage of one prediction, into ``cxr_predict_stage_seconds`` (thread-safe)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._histograms = metrics.predict_stages
+
+    def observe(self, stage: str, seconds: float) -> None:
+        self._histograms[stage].observe(max(seconds, 0.0))
+
+    @contextmanager
+    def time(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.observe(stage, time.perf_counter() - start)
+
+    async def in_thread(
+        self, work: Callable[[], T], limiter: CapacityLimiter, wait: str, run: str | None
+    ) -> T:
+        """``work`` on a worker thread: its own time is ``run`` (unless None); the time to get a
+        thread and to be resumed after it is ``wait`` (what the thread hop costs under load)."""
+        started = ended = 0.0
+
+        def timed() -> T:
+            nonlocal started, ended
+            started = time.perf_counter()
+            try:
+                return work()
+            finally:
+                ended = time.perf_counter()
+
+        submitted = time.perf_counter()
+        result = await anyio.to_thread.run_sync(timed, limiter=limiter)
+        self.observe(wait, (started - submitted) + (time.perf_counter() - ended))
+        if run is not None:
+            self.observe(run, ended - started)
+        return result
 
 
 @dataclass(frozen=True)
@@ -128,7 +173,9 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _conclude(runtime: ModelRuntime, film: _Film, inference: Inference, with_film: bool = False) -> _Analysis:
+def _conclude(
+    runtime: ModelRuntime, film: _Film, inference: Inference, stages: _Stages, with_film: bool = False
+) -> _Analysis:
     """Out-of-distribution check, decision and overlay for one film's model outputs."""
     if runtime.is_out_of_distribution(inference):
         assert runtime.card.ood is not None and inference.ood_score is not None
@@ -142,14 +189,22 @@ def _conclude(runtime: ModelRuntime, film: _Film, inference: Inference, with_fil
     predicted = runtime.decide(inference.probabilities)
     gradcam, png = None, None
     if film.overlay_background is not None:
-        png = blend_overlay(film.overlay_background, inference.cams[runtime.class_names.index(predicted)])
+        with stages.time("colour_blend"):
+            rgb = overlay_pixels(
+                film.overlay_background, inference.cams[runtime.class_names.index(predicted)]
+            )
+        with stages.time("png_encode"):
+            png = encode_png(rgb)
+            bare = film_png(film.overlay_background) if with_film else None
+        with stages.time("base64"):
+            png_base64, film_base64 = _b64(png), None if bare is None else _b64(bare)
         height, width = film.overlay_background.shape
         gradcam = GradCam(
             class_name=predicted,
             width=width,
             height=height,
-            png_base64=_b64(png),
-            film_png_base64=_b64(film_png(film.overlay_background)) if with_film else None,
+            png_base64=png_base64,
+            film_png_base64=film_base64,
         )
     return _Analysis(film, inference, predicted, gradcam, png)
 
@@ -290,15 +345,18 @@ async def predict(
     limits = settings.decode_limits()
     # The upload is read first, under its own budget (service.api.upload); the slot is taken once
     # the body is complete, so a client trickling its body holds bytes, never a prediction slot.
+    stages = _Stages(metrics)
     async with uploads.lease() as lease:
-        with deadline.step("upload", upload_timeout):
+        with deadline.step("upload", upload_timeout), stages.time("upload"):
             data = await read_upload(request, _upload_policy(settings), lease)
         audit.note_upload(data)
+        queued = time.perf_counter()
         async with admission.slot(deadline):
+            stages.observe("admission_wait", time.perf_counter() - queued)
             overlay_side = settings.overlay_max_side if overlay or wanted == "sc" else None
             with deadline.step("processing", processing_timeout):
-                film = await anyio.to_thread.run_sync(
-                    partial(_prepare, data, runtime, limits, overlay_side), limiter=limiter
+                film = await stages.in_thread(
+                    partial(_prepare, data, runtime, limits, overlay_side), limiter, "decode_wait", "decode"
                 )
                 # The upload can be tens of MB: only a DICOM result, built from its header, needs it.
                 source = data if wanted != "json" else None
@@ -306,7 +364,7 @@ async def predict(
                 if film.dicom is not None:
                     audit.sop_instance_uid = film.dicom.sop_instance_uid
                 analysis, dicom_body = await _analyse(
-                    film, source, wanted, runtime, limiter, limits=limits, with_film=with_film
+                    film, source, wanted, runtime, limiter, stages=stages, limits=limits, with_film=with_film
                 )
                 del source
     _record(metrics, film, analysis)
@@ -316,7 +374,8 @@ async def predict(
             media_type=DICOM_MEDIA_TYPE,
             headers={"Content-Disposition": f'attachment; filename="cxr-triage-{wanted}.dcm"'},
         )
-    return _json_response(runtime, film, analysis)
+    with stages.time("json"):
+        return _json_response(runtime, film, analysis)
 
 
 async def _analyse(
@@ -326,16 +385,26 @@ async def _analyse(
     runtime: ModelRuntime,
     limiter: CapacityLimiter,
     *,
+    stages: _Stages,
     limits: DecodeLimits,
     with_film: bool = False,
 ) -> tuple[_Analysis, bytes | None]:
     """Inference, decision and overlay of a prepared film, and the DICOM result built from ``source``."""
     # The film joins the next micro-batch, awaited without holding a thread. Cancelling this
     # await (the deadline) withdraws it from the queue if its batch has not started.
+    submitted = time.perf_counter()
     inference = await asyncio.wrap_future(runtime.submit(film.tensor))
-    analysis = await anyio.to_thread.run_sync(
-        partial(_conclude, runtime, film, inference, with_film), limiter=limiter
-    )
+    stages.observe("batch_wait", inference.run_started - submitted)
+    stages.observe("inference", inference.run_ended - inference.run_started)
+    stages.observe("result_wait", time.perf_counter() - inference.run_ended)
+    conclude = partial(_conclude, runtime, film, inference, stages, with_film)
+    if film.overlay_background is None:
+        # Without an overlay this is a threshold and a comparison: microseconds, cheaper than the
+        # hop to a worker thread and back, so it runs here on the event loop.
+        analysis = conclude()
+    else:
+        # Its own time is observed inside, split into colour_blend, png_encode and base64.
+        analysis = await stages.in_thread(conclude, limiter, "overlay_wait", None)
     if source is None:
         return analysis, None
     dicom_body = await anyio.to_thread.run_sync(

@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.contract import ModelCard
 from service.main import create_app
+from service.observability.metrics import PREDICT_STAGES
 from service.settings import Settings
 from tests.factories import chest_like, dicom_bytes, dicom_dataset, png_bytes
 from tests.service.live import AUTH_HEADERS, ThreadedServer, post_file
@@ -75,3 +76,25 @@ def test_model_info_and_zero_class_counters(metrics_client: httpx.Client, card: 
         dict(labels)["class_name"] for (name, labels) in samples if name == "cxr_predictions_total"
     }
     assert class_names == set(card.class_names)
+
+
+def test_each_prediction_times_its_stages(metrics_client: httpx.Client) -> None:
+    """cxr_predict_stage_seconds: every stage of the path once per prediction; the overlay's only
+    with an overlay (bench.load reads these to say where the time goes)."""
+    before = _samples(metrics_client)
+    assert post_file(metrics_client, png_bytes(chest_like(seed=5))).status_code == 200
+    response = post_file(metrics_client, png_bytes(chest_like(seed=6)), params={"overlay": "false"})
+    assert response.status_code == 200
+    after = _samples(metrics_client)
+
+    def delta(part: str, stage: str) -> float:
+        name = f"cxr_predict_stage_seconds_{part}"
+        return _value(after, name, stage=stage) - _value(before, name, stage=stage)
+
+    common = ("upload", "admission_wait", "decode_wait", "decode", "batch_wait", "inference", "result_wait")
+    for stage in (*common, "json"):
+        assert delta("count", stage) == 2, stage
+    for stage in ("overlay_wait", "colour_blend", "png_encode", "base64"):
+        assert delta("count", stage) == 1, stage
+    assert all(delta("sum", stage) >= 0 for stage in PREDICT_STAGES)
+    assert delta("sum", "inference") > 0 and delta("sum", "decode") > 0
