@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, pacs_settings: PacsSettings | N
                 "decode_threads": decode_threads,
                 "max_batch_size": settings.max_batch_size,
                 "batch_wait_ms": settings.batch_wait_ms,
+                "batch_window": settings.batch_window,
                 "max_concurrent_predictions": settings.max_concurrent_predictions,
                 "max_upload_bytes": settings.max_upload_bytes,
             },

@@ -193,9 +193,16 @@ class Settings(BaseSettings):
         0.0,
         ge=0.0,
         le=1000.0,
-        description="How long a batch that is not full waits for more films before it runs. 0 = it "
-        "runs with the films already queued: no added latency when idle, and under load films queue "
-        "while a batch runs, so the next one is fuller.",
+        description="How long a batch that is not full waits for more films before it runs (with "
+        "batch_window=adaptive: the most it may wait). 0 = it runs with the films already queued: no "
+        "added latency when idle, and under load films queue while a batch runs, so the next one is "
+        "fuller.",
+    )
+    batch_window: Literal["fixed", "adaptive"] = Field(
+        "fixed",
+        description="fixed = a batch that is not full waits batch_wait_ms; adaptive = it waits only "
+        "when arrivals are frequent enough that the next film is expected within half a run, at most "
+        "batch_wait_ms: about 0 when idle, growing with the arrival rate (service/inference/batching.py).",
     )
     # Access control, limits and audit (docs/security.md).
     max_queued: int = Field(

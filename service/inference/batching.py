@@ -2,9 +2,15 @@
 
 One worker thread per model owns ``session.run``. A request hands its preprocessed film to
 ``submit`` and gets a future. The worker takes the oldest film, then every film already queued, up
-to ``max_batch``; when that is fewer, it waits up to ``max_wait_s`` for more, then runs them as one
-batch and hands each request its own row. At low load a film runs alone at once (plus at most
-``max_wait_s``); under load, films queue while a batch runs and the next batch is fuller.
+to ``max_batch``; when that is fewer, it may wait for more (the batch window), then runs them as one
+batch and hands each request its own row. Under load, films queue while a batch runs and the next
+batch is fuller.
+
+The window is ``fixed`` (always up to ``max_wait_s``) or ``adaptive``: it follows the arrival rate.
+The worker keeps a moving average of the gap between arrivals and of its own run time; a batch that
+is not full waits only when the next film is expected within half a run (and ``max_wait_s``), and
+then no longer than the films still missing are expected to take. So an idle service, whose gaps
+are long, runs a film at once, and the window opens as traffic grows.
 
 Errors stay per request. When a batch fails inside ONNX Runtime, each of its films is re-run alone,
 so only the film that makes the model fail gets the error. A row whose outputs fail their checks
@@ -33,11 +39,18 @@ Film = npt.NDArray[np.float32]  # one preprocessed film [1, H, W]; a batch stack
 R = TypeVar("R")
 
 
+# Adaptive window: the share of a run a batch may wait for the next film (the latency it may add),
+# and the weight of the newest sample in the moving averages of arrival gap and run time.
+ADAPTIVE_RUN_SHARE = 0.5
+_EWMA_WEIGHT = 0.2
+
+
 @dataclass(frozen=True)
 class BatchPolicy:
     max_batch: int = 8  # 1 = no batching: one film per session.run
-    max_wait_s: float = 0.0
+    max_wait_s: float = 0.0  # fixed: the window; adaptive: its ceiling
     idle_s: float = 5.0
+    adaptive: bool = False
 
 
 @dataclass
@@ -59,6 +72,10 @@ class MicroBatcher(Generic[R]):
         self._queue: deque[_Job[R]] = deque()
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
+        # Moving averages for the adaptive window (seconds); None until first measured.
+        self._last_arrival: float | None = None
+        self._gap: float | None = None
+        self._run_s: float | None = None
 
     @property
     def policy(self) -> BatchPolicy:
@@ -68,6 +85,10 @@ class MicroBatcher(Generic[R]):
         """Queue one film; the future resolves to its result, or raises its error."""
         job: _Job[R] = _Job(np.ascontiguousarray(film, dtype=np.float32), Future())
         with self._cond:
+            now = time.monotonic()
+            if self._last_arrival is not None:
+                self._gap = _ewma(self._gap, now - self._last_arrival)
+            self._last_arrival = now
             self._queue.append(job)
             if self._worker is None:
                 self._worker = threading.Thread(target=self._work, name="cxr-batcher", daemon=True)
@@ -96,8 +117,9 @@ class MicroBatcher(Generic[R]):
                     self._worker = None  # under the lock: the next submit starts a new thread
                     return None
                 self._cond.wait(remaining)
-            if len(self._queue) < policy.max_batch and policy.max_wait_s > 0:
-                fill_until = time.monotonic() + policy.max_wait_s
+            window = self._window(len(self._queue)) if len(self._queue) < policy.max_batch else 0.0
+            if window > 0:
+                fill_until = time.monotonic() + window
                 while len(self._queue) < policy.max_batch:
                     remaining = fill_until - time.monotonic()
                     if remaining <= 0:
@@ -111,9 +133,29 @@ class MicroBatcher(Generic[R]):
                     jobs.append(job)
             return jobs
 
+    def window_s(self, queued: int) -> float:
+        """How long a batch of ``queued`` films (fewer than ``max_batch``) waits for more now."""
+        with self._cond:
+            return self._window(queued)
+
+    def _window(self, queued: int) -> float:
+        policy = self._policy
+        if not policy.adaptive or policy.max_wait_s <= 0:
+            return policy.max_wait_s
+        gap, run_s = self._gap, self._run_s
+        if gap is None or run_s is None:
+            return 0.0  # nothing measured yet: no reason to expect company
+        # Waiting pays when the films it gathers would otherwise each need a run of their own; it
+        # is bounded by a share of one run, so it never adds more latency than that.
+        budget = min(policy.max_wait_s, ADAPTIVE_RUN_SHARE * run_s)
+        if gap > budget:
+            return 0.0  # the next film is not expected in time (idle, or a trickle): run now
+        return min(budget, (policy.max_batch - queued) * gap)
+
     def _run(self, jobs: list[_Job[R]]) -> None:
         if not jobs:
             return
+        started = time.monotonic()
         try:
             results = self._run_batch(np.stack([job.film for job in jobs]))
         except Exception as exc:
@@ -127,6 +169,8 @@ class MicroBatcher(Generic[R]):
             for job in jobs:
                 self._run_alone(job)
             return
+        with self._cond:
+            self._run_s = _ewma(self._run_s, time.monotonic() - started)
         if len(results) != len(jobs):
             raise ValueError(f"a batch of {len(jobs)} films returned {len(results)} results")
         for job, result in zip(jobs, results, strict=True):
@@ -139,6 +183,10 @@ class MicroBatcher(Generic[R]):
             job.future.set_exception(exc)
             return
         _resolve(job.future, result)
+
+
+def _ewma(average: float | None, sample: float) -> float:
+    return sample if average is None else average + _EWMA_WEIGHT * (sample - average)
 
 
 def _resolve(future: "Future[R]", result: "R | Exception") -> None:

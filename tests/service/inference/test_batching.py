@@ -4,6 +4,7 @@ form under concurrency, a film that breaks ONNX Runtime fails alone, and nothing
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -182,3 +183,49 @@ def test_the_live_service_batches_concurrent_requests(tiny_model_dir: Path, api_
         films = metric_value(client, "cxr_inference_batch_size_sum") - len(uploads)  # sequential: 1 each
         assert served == 4
         assert films > served, "no two concurrent requests shared a run"
+
+
+def _sleepy_run(seconds: float) -> Callable[[npt.NDArray[np.float32]], list[int | Exception]]:
+    def run(films: npt.NDArray[np.float32]) -> list[int | Exception]:
+        time.sleep(seconds)  # stands for session.run: what the window is weighed against
+        return [len(films)] * len(films)
+
+    return run
+
+
+def test_the_adaptive_window_stays_shut_when_idle() -> None:
+    batcher: MicroBatcher[int] = MicroBatcher(
+        _sleepy_run(0.02), BatchPolicy(max_batch=8, max_wait_s=0.5, adaptive=True)
+    )
+    film = np.zeros((1, 4, 4), dtype=np.float32)
+    assert batcher.window_s(1) == 0.0  # nothing measured yet
+    for _ in range(3):  # films far apart: each runs alone, at once
+        started = time.monotonic()
+        assert batcher.submit(film).result(timeout=30) == 1
+        assert time.monotonic() - started < 0.25  # a run (20 ms), never the 500 ms ceiling
+        time.sleep(0.1)
+    assert batcher.window_s(1) == 0.0  # arrivals 120 ms apart, a run 20 ms: not worth waiting for
+
+
+def test_the_adaptive_window_opens_with_the_arrival_rate_and_fills_batches() -> None:
+    run_s = 0.2
+    batcher: MicroBatcher[int] = MicroBatcher(
+        _sleepy_run(run_s), BatchPolicy(max_batch=4, max_wait_s=1.0, adaptive=True)
+    )
+    film = np.zeros((1, 4, 4), dtype=np.float32)
+    assert batcher.submit(film).result(timeout=30) == 1  # one run measured
+    sizes: list[int] = []
+    for _ in range(4):  # bursts of 4 films back to back: the window lets a burst share one run
+        futures = [batcher.submit(film) for _ in range(4)]
+        sizes = [f.result(timeout=30) for f in futures]
+    window = batcher.window_s(1)
+    assert 0.0 < window <= 0.5 * run_s * 1.5  # open, and about half a run at most
+    assert sizes == [4, 4, 4, 4], sizes
+
+
+def test_a_fixed_window_always_waits_its_time() -> None:
+    batcher: MicroBatcher[int] = MicroBatcher(_sleepy_run(0.0), BatchPolicy(max_batch=4, max_wait_s=0.2))
+    assert batcher.window_s(1) == 0.2
+    started = time.monotonic()
+    assert batcher.submit(np.zeros((1, 4, 4), dtype=np.float32)).result(timeout=30) == 1
+    assert time.monotonic() - started >= 0.19
