@@ -28,6 +28,13 @@ def film_paths(directory: Path, limit: int, suffixes: tuple[str, ...] = FILM_SUF
     return [paths[round(i * (len(paths) - 1) / max(limit - 1, 1))] for i in range(limit)]
 
 
+def grey_png(source: bytes) -> bytes:
+    """The film as it is, as an 8-bit grey PNG (what a viewer exports)."""
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(source)).convert("L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def full_size_png(source: bytes) -> bytes:
     buffer = io.BytesIO()
     _upsampled(source).save(buffer, format="PNG")

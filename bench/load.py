@@ -2,10 +2,12 @@
 
     python -m bench.load --model models/cxr-pneumonia/5 --out reports/bench/load
 
-For each service mode (dynamic batching as configured by default, and no batching), the service runs
-as ``python -m service`` (authentication on, as deployed) and a lean keep-alive load generator
-(``bench.http_load``) posts real films at each concurrency, for each kind of film:
-- ``png-224``: Kermany films as shipped, 224 px PNG;
+For each service mode (dynamic batching as configured by default, and no batching; with
+``--baseline DIR``, also the service of another checkout, e.g. the commit before a change, as mode
+``before``), the service runs as ``python -m service`` (authentication on, as deployed) and a lean
+keep-alive load generator (``bench.http_load``) posts real films at each concurrency, for each kind:
+- ``png-224``: Kermany films converted to 8-bit grey PNG, 224 px (the shared data holds JPEGs;
+  before 2026-12-06 this kind posted those JPEGs as they are, now ``jpeg-224``);
 - ``png-full`` and ``dicom-full``: the same films upsampled to 2048 x 2048, as 8-bit PNG and as
   12-bit uncompressed DICOM (``bench.films``).
 
@@ -16,7 +18,10 @@ on preprocessed tensors, same model, batch 1, 8, 32) is timed before and after t
 the ratios - the figures that matter on a shared, noisy machine - are computed against its mean.
 
 Responses are requested with ``overlay=false`` so the ratio to the ceiling measures the serving
-path; the overlay's extra cost is one more cell (``png-224+overlay`` at concurrency 8).
+path; the overlay's cost is measured in ``KIND+overlay`` cells (``--overlay-kinds``, at
+``--overlay-concurrency``). Where the service reports ``cxr_predict_stage_seconds``, each cell also
+gives the mean time a request spent in each stage (upload, queues, decode, batch, inference, overlay,
+PNG, JSON), the mean time the app saw it, and the mean latency the client saw.
 """
 
 import argparse
@@ -39,21 +44,26 @@ import numpy as np
 import onnxruntime as ort
 
 from bench.ceiling import Variant, film_tensors, session, time_variants
-from bench.films import RASTER_SUFFIXES, film_paths, full_size_dicom, full_size_png
+from bench.films import RASTER_SUFFIXES, film_paths, full_size_dicom, full_size_png, grey_png
 from bench.http_load import LoadResult, drive, predict_request
 from bench.service_process import REPO_ROOT, RunningService, latency_percentiles, running_service
 from service.contract import ModelCard
 from service.contract.model_card import CARD_FILENAME, ONNX_FILENAME
+from service.observability.metrics import PREDICT_STAGES
 
 DEFAULT_FILMS = REPO_ROOT.parent / "shared" / "data" / "kermany224" / "train"
-KINDS = ("png-224", "png-full", "dicom-full")
-OVERLAY_KIND = "png-224+overlay"
+KINDS = ("png-224", "jpeg-224", "png-full", "dicom-full")
+DEFAULT_KINDS = ("png-224", "png-full", "dicom-full")
+OVERLAY = "+overlay"
+STAGE_METRIC = "cxr_predict_stage_seconds"
+PREDICT_200 = (("method", "POST"), ("route", "/v1/predict"), ("status", "200"))
 
 
 @dataclass(frozen=True)
 class Mode:
     name: str
     env: dict[str, str]
+    source: Path | None = None  # another checkout's service (None: this one)
 
 
 DEFAULT_MODES = (Mode("batched", {}), Mode("unbatched", {"CXR_MAX_BATCH_SIZE": "1"}))
@@ -64,14 +74,15 @@ class LoadConfig:
     model_dir: Path
     films_dir: Path
     concurrencies: tuple[int, ...] = (1, 8, 32)
-    kinds: tuple[str, ...] = KINDS
+    kinds: tuple[str, ...] = DEFAULT_KINDS
     modes: tuple[Mode, ...] = DEFAULT_MODES
     seconds: float = 15.0
     warmup_s: float = 3.0
     max_films: int = 64
     full_size_films: int = 8
     ceiling_seconds: float = 5.0
-    overlay_cell: bool = True
+    overlay_kinds: tuple[str, ...] = ("png-224",)
+    overlay_concurrencies: tuple[int, ...] = (8,)
 
 
 def build_films(config: LoadConfig) -> dict[str, list[bytes]]:
@@ -80,12 +91,13 @@ def build_films(config: LoadConfig) -> dict[str, list[bytes]]:
         raise FileNotFoundError(f"no films under {config.films_dir}")
     small = [p.read_bytes() for p in paths]
     full = small[: config.full_size_films]
-    films = {"png-224": small}
-    if "png-full" in config.kinds:
+    wanted = set(config.kinds) | set(config.overlay_kinds)
+    films = {"jpeg-224": small, "png-224": [grey_png(f) for f in small]}
+    if "png-full" in wanted:
         films["png-full"] = [full_size_png(f) for f in full]
-    if "dicom-full" in config.kinds:
+    if "dicom-full" in wanted:
         films["dicom-full"] = [full_size_dicom(f) for f in full]
-    return {kind: films[kind] for kind in config.kinds}
+    return {kind: films[kind] for kind in KINDS if kind in wanted}
 
 
 def measure_ceiling(
@@ -105,7 +117,7 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
     """The whole benchmark in the order it runs (ceiling, every cell on both services, ceiling again):
     long, but one sequence that a reader checks against the report it writes."""
     films = build_films(config)
-    batches = tuple(sorted({1, 8, 32, *config.concurrencies}))
+    batches = tuple(sorted({1, 8, 32, *config.concurrencies, *config.overlay_concurrencies}))
     started = datetime.now(UTC)
     ceiling_films = films[config.kinds[0]]
     ceiling_before = measure_ceiling(config.model_dir, ceiling_films, batches, config.ceiling_seconds)
@@ -115,7 +127,8 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
         # Every mode's service is up at once and the modes take turns on each cell, so a noisy
         # neighbour slows them alike and batched / unbatched stays a fair ratio.
         running = {
-            m.name: stack.enter_context(running_service(config.model_dir, m.env)) for m in config.modes
+            m.name: stack.enter_context(running_service(config.model_dir, m.env, m.source or REPO_ROOT))
+            for m in config.modes
         }
         time.sleep(1.0)
         for mode in config.modes:
@@ -124,14 +137,16 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
             rest = service.sample()
             services[mode.name] = {
                 "env": mode.env,
+                "source": str(mode.source) if mode.source else None,
                 "execution_provider": model.get("execution_provider"),
                 "rss_mb_at_rest": round(rest.rss_mb, 1) if rest else None,
             }
-        plan = [
-            (kind, kind_films, c, False) for kind, kind_films in films.items() for c in config.concurrencies
+        plan = [(kind, films[kind], c, False) for kind in config.kinds for c in config.concurrencies]
+        plan += [
+            (kind + OVERLAY, films[kind], c, True)
+            for kind in config.overlay_kinds
+            for c in config.overlay_concurrencies
         ]
-        if config.overlay_cell and "png-224" in films:
-            plan.append((OVERLAY_KIND, films["png-224"], 8, True))
         for kind, kind_films, concurrency, overlay in plan:
             for mode in config.modes:
                 cells.append(
@@ -172,6 +187,8 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
         "config": {
             "concurrencies": list(config.concurrencies),
             "kinds": list(config.kinds),
+            "overlay_kinds": list(config.overlay_kinds),
+            "overlay_concurrencies": list(config.overlay_concurrencies),
             "seconds": config.seconds,
             "warmup_s": config.warmup_s,
             "films": {kind: len(f) for kind, f in films.items()},
@@ -198,10 +215,13 @@ def _cell(
 ) -> dict[str, Any]:
     query = f"overlay={str(overlay).lower()}"
     requests = [predict_request(service.url, film, dict(service.headers), query) for film in films]
-    before = _batch_metrics(service)
+    before = service.labelled_metrics()
     result, peak_rss = asyncio.run(_drive_sampled(service, requests, concurrency, config))
-    after = _batch_metrics(service)
-    runs = after[1] - before[1]
+    after = service.labelled_metrics()
+    films_run, runs = (
+        _delta(before, after, f"cxr_inference_batch_size_{part}", ()) for part in ("sum", "count")
+    )
+    stages, server_ms = _stage_means(before, after)
     return {
         "mode": mode.name,
         "kind": kind,
@@ -213,9 +233,34 @@ def _cell(
         "errors": result.errors,
         "refusals": dict(result.refusals),
         "transport_errors": dict(result.transport_errors),
-        "mean_batch": round((after[0] - before[0]) / runs, 2) if runs else None,
+        "mean_batch": round(films_run / runs, 2) if runs else None,
         "rss_mb_peak": round(peak_rss, 1),
+        # Means over the window (and its warm-up: the metrics are cumulative), in ms.
+        "stages_ms": stages,
+        "server_ms": server_ms,
+        "client_ms": round(float(np.mean(result.latencies_ms)), 2) if result.latencies_ms else None,
     }
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _delta(before: Samples, after: Samples, name: str, labels: tuple[tuple[str, str], ...]) -> float:
+    return after.get((name, labels), 0.0) - before.get((name, labels), 0.0)
+
+
+def _stage_means(before: Samples, after: Samples) -> tuple[dict[str, float], float | None]:
+    """Mean ms per stage of the predictions in between, and the mean time the app took for a 200."""
+    stages: dict[str, float] = {}
+    for name, labels in after:
+        if name == f"{STAGE_METRIC}_count":
+            count = _delta(before, after, name, labels)
+            if count:
+                total = _delta(before, after, f"{STAGE_METRIC}_sum", labels)
+                stages[dict(labels)["stage"]] = round(total / count * 1000.0, 3)
+    count = _delta(before, after, "cxr_http_request_duration_seconds_count", PREDICT_200)
+    total = _delta(before, after, "cxr_http_request_duration_seconds_sum", PREDICT_200)
+    return stages, round(total / count * 1000.0, 2) if count else None
 
 
 async def _drive_sampled(
@@ -240,13 +285,6 @@ async def _drive_sampled(
     return result, peak
 
 
-def _batch_metrics(service: RunningService) -> tuple[float, float]:
-    """(films, predictions) so far, from cxr_inference_batch_size: each prediction adds its batch."""
-    values = service.metrics()
-    # Each prediction observes the size of the batch it rode in: sum/count = mean batch per film.
-    return values.get("cxr_inference_batch_size_sum", 0.0), values.get("cxr_inference_batch_size_count", 0.0)
-
-
 def ratios(
     cells: list[dict[str, Any]], ceiling: dict[str, Any], config: LoadConfig
 ) -> dict[str, float | None]:
@@ -258,24 +296,34 @@ def ratios(
 
     out: dict[str, float | None] = {}
     modes = [m.name for m in config.modes]
-    for kind in config.kinds:
-        for concurrency in config.concurrencies:
+    groups = [(kind, config.concurrencies) for kind in config.kinds]
+    groups += [(kind + OVERLAY, config.overlay_concurrencies) for kind in config.overlay_kinds]
+    for kind, concurrencies in groups:
+        for concurrency in concurrencies:
             for mode in modes:
                 c = cell(mode, kind, concurrency)
                 if c is not None and f"b{concurrency}" in ceiling:
                     out[f"{mode} {kind} c{concurrency} / ceiling b{concurrency}"] = round(
                         c["images_per_s"] / ceiling[f"b{concurrency}"]["images_per_s"], 3
                     )
-        top = max(config.concurrencies)
-        batched, unbatched = cell("batched", kind, top), cell("unbatched", kind, top)
-        if batched and unbatched and unbatched["images_per_s"]:
-            out[f"batched / unbatched {kind} c{top}"] = round(
-                batched["images_per_s"] / unbatched["images_per_s"], 3
-            )
+        for concurrency in concurrencies:
+            batched, unbatched = cell("batched", kind, concurrency), cell("unbatched", kind, concurrency)
+            if batched and unbatched and unbatched["images_per_s"]:
+                out[f"batched / unbatched {kind} c{concurrency}"] = round(
+                    batched["images_per_s"] / unbatched["images_per_s"], 3
+                )
+            before = cell("before", kind, concurrency)
+            if batched and before and before["images_per_s"]:
+                out[f"batched / before {kind} c{concurrency}"] = round(
+                    batched["images_per_s"] / before["images_per_s"], 3
+                )
         for mode in modes:
-            c = cell(mode, kind, 8)
-            if c and c["latency_ms"]:
-                out[f"{mode} {kind} c8 p99 / p50"] = round(c["latency_ms"]["p99"] / c["latency_ms"]["p50"], 3)
+            for concurrency in concurrencies:
+                c = cell(mode, kind, concurrency)
+                if c and c["latency_ms"]:
+                    out[f"{mode} {kind} c{concurrency} p99 / p50"] = round(
+                        c["latency_ms"]["p99"] / c["latency_ms"]["p50"], 3
+                    )
     return out
 
 
@@ -296,7 +344,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"service {name}: env {service['env'] or '(defaults)'}, {service['execution_provider']}, "
             f"RSS at rest {service['rss_mb_at_rest']} MB"
         )
-    columns = ("img/s", "p50", "p95", "p99", "errors", "batch", "RSS MB")
+    columns = ("img/s", "p50", "p95", "p99", "errors", "batch", "RSS MB", "client", "app")
     lines.append(f"{'mode':<10}{'kind':<17}{'conc':>5}" + "".join(f"{c:>8}" for c in columns) + "  refusals")
     for c in report["cells"]:
         latency = c["latency_ms"]
@@ -308,12 +356,43 @@ def format_report(report: dict[str, Any]) -> str:
             c["errors"],
             c["mean_batch"] or "-",
             c["rss_mb_peak"],
+            c.get("client_ms") or "-",
+            c.get("server_ms") or "-",
         )
         row = f"{c['mode']:<10}{c['kind']:<17}{c['concurrency']:>5}" + "".join(f"{v:>8}" for v in values)
         lines.append(f"{row}  {c['refusals'] or ''}")
+    lines += _stage_table(report["cells"])
     lines.append("ratios:")
     lines += [f"  {name}: {value}" for name, value in report["ratios"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _stage_table(cells: list[dict[str, Any]]) -> list[str]:
+    """Mean ms per request in each stage, for the cells whose service reports stages; "rest of app"
+    is the app's time less the stages (routing, access check, middleware, logging, metrics), and
+    "outside app" the client's latency less the app's (HTTP parsing in h11, sockets, the client)."""
+    rows = [c for c in cells if c.get("stages_ms")]
+    if not rows:
+        return []
+    stages = [s for s in PREDICT_STAGES if any(s in c["stages_ms"] for c in rows)]
+    names = [*stages, "rest of app", "outside app", "client"]
+    lines = [
+        "mean ms per request by stage (cxr_predict_stage_seconds; *_wait = queued):",
+        f"{'mode':<10}{'kind':<20}{'conc':>5}  " + " ".join(f"{n:>12}" for n in names),
+    ]
+    for c in rows:
+        values: list[float | None] = [c["stages_ms"].get(s) for s in stages]
+        server, client = c.get("server_ms"), c.get("client_ms")
+        # The stages overlap nothing but do not all apply (no overlay stages without one).
+        inside = sum(v for v in values if v is not None)
+        values += [
+            round(server - inside, 2) if server is not None else None,
+            round(client - server, 2) if client is not None and server is not None else None,
+            client,
+        ]
+        text = " ".join(f"{'-' if v is None else round(v, 2):>12}" for v in values)
+        lines.append(f"{c['mode']:<10}{c['kind']:<20}{c['concurrency']:>5}  {text}")
+    return lines
 
 
 def _mode(text: str) -> Mode:
@@ -328,7 +407,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, required=True, help="a store version folder")
     parser.add_argument("--films", type=Path, default=DEFAULT_FILMS)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    parser.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS), choices=KINDS)
+    parser.add_argument(
+        "--overlay-kinds", nargs="*", default=["png-224"], choices=KINDS, help="kinds also run with overlays"
+    )
+    parser.add_argument("--overlay-concurrency", type=int, nargs="+", default=[8])
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (e.g. a git worktree of the commit before a change): its service runs "
+        "first, as mode 'before', with the default settings",
+    )
     parser.add_argument(
         "--mode",
         type=_mode,
@@ -344,12 +433,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.films.is_dir():
         print(f"SKIPPED: film folder {args.films} is absent", file=sys.stderr)
         return 0
+    modes = tuple(args.mode) if args.mode else DEFAULT_MODES
+    if args.baseline is not None:
+        modes = (Mode("before", {}, args.baseline.resolve()), *modes)
     config = LoadConfig(
         model_dir=args.model,
         films_dir=args.films,
         concurrencies=tuple(args.concurrency),
         kinds=tuple(args.kinds),
-        modes=tuple(args.mode) if args.mode else DEFAULT_MODES,
+        overlay_kinds=tuple(args.overlay_kinds),
+        overlay_concurrencies=tuple(args.overlay_concurrency),
+        modes=modes,
         seconds=args.seconds,
         warmup_s=args.warmup,
         ceiling_seconds=args.ceiling_seconds,

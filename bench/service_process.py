@@ -52,11 +52,18 @@ class RunningService:
 
     def metrics(self) -> dict[str, float]:
         """The service's unlabelled Prometheus samples now (histogram sums and counts among them)."""
+        return {name: value for (name, labels), value in self.labelled_metrics().items() if not labels}
+
+    def labelled_metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every Prometheus sample now, keyed by (name, sorted labels)."""
         from prometheus_client.parser import text_string_to_metric_families
 
         text = httpx.get(f"{self.url}/metrics", headers=self.headers, timeout=30).text
-        families = text_string_to_metric_families(text)
-        return {sample.name: sample.value for f in families for sample in f.samples if not sample.labels}
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
 
 
 def latency_percentiles(latencies_ms: list[float]) -> dict[str, float]:
@@ -79,8 +86,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_service(model_dir: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[RunningService]:
-    """Start the service on ``model_dir`` and yield once /readyz is 200; stop it afterwards."""
+def running_service(
+    model_dir: Path, extra_env: Mapping[str, str] | None = None, source: Path = REPO_ROOT
+) -> Iterator[RunningService]:
+    """Start the service on ``model_dir`` and yield once /readyz is 200; stop it afterwards.
+    ``source``: the checkout whose ``service`` package runs (another commit's, for before/after)."""
     with tempfile.TemporaryDirectory(prefix="cxr-bench-") as scratch:
         secret = secrets.token_urlsafe(32)
         keys = Path(scratch) / "api-keys"
@@ -89,7 +99,7 @@ def running_service(model_dir: Path, extra_env: Mapping[str, str] | None = None)
         env = {key: value for key, value in os.environ.items() if not key.startswith("CXR_")}
         env.update(
             {
-                "PYTHONPATH": str(REPO_ROOT),
+                "PYTHONPATH": str(source),
                 "CXR_MODEL_DIR": str(model_dir.resolve()),
                 "CXR_PORT": str(port),
                 "CXR_API_KEYS_FILE": str(keys),
@@ -101,7 +111,7 @@ def running_service(model_dir: Path, extra_env: Mapping[str, str] | None = None)
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "service"],
-                cwd=REPO_ROOT,
+                cwd=source,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -8,8 +8,8 @@ import pytest
 
 from bench.films import FULL_SIZE, full_size_dicom, full_size_png
 from bench.http_load import drive, predict_request
-from bench.load import DEFAULT_MODES, LoadConfig, format_report, main, run_load
-from bench.service_process import running_service
+from bench.load import DEFAULT_MODES, LoadConfig, Mode, format_report, main, run_load
+from bench.service_process import REPO_ROOT, running_service
 from service.contract import SourceFormat, decode_image
 
 
@@ -19,6 +19,9 @@ def test_a_short_load_run_reports_every_cell_and_ratio(tiny_model_dir: Path, tin
         films_dir=tiny_dataset,
         concurrencies=(1, 2),
         kinds=("png-224", "dicom-full"),
+        # "before" runs this same checkout as if it were another commit's: the path is exercised.
+        modes=(Mode("before", {}, REPO_ROOT), *DEFAULT_MODES),
+        overlay_concurrencies=(2,),
         seconds=0.6,
         warmup_s=0.2,
         max_films=6,
@@ -27,22 +30,29 @@ def test_a_short_load_run_reports_every_cell_and_ratio(tiny_model_dir: Path, tin
     )
     report = run_load(config)
 
-    assert set(report["services"]) == {"batched", "unbatched"}
+    assert set(report["services"]) == {"before", "batched", "unbatched"}
     assert all(s["rss_mb_at_rest"] > 0 for s in report["services"].values())
     assert set(report["ceiling"]) == {"b1", "b2", "b8", "b32"}
     cells = {(c["mode"], c["kind"], c["concurrency"]) for c in report["cells"]}
-    for mode in ("batched", "unbatched"):
+    for mode in ("before", "batched", "unbatched"):
         assert {(mode, "png-224", 1), (mode, "png-224", 2), (mode, "dicom-full", 2)} <= cells
-        assert (mode, "png-224+overlay", 8) in cells
+        assert (mode, "png-224+overlay", 2) in cells
     for cell in report["cells"]:
         assert cell["errors"] == 0 and cell["refusals"] == {}, cell
         assert cell["ok"] > 0 and cell["images_per_s"] > 0 and cell["rss_mb_peak"] > 0
         assert cell["latency_ms"]["p50"] <= cell["latency_ms"]["p99"]
         if cell["mode"] == "unbatched":
             assert cell["mean_batch"] == 1.0  # CXR_MAX_BATCH_SIZE=1 really reached the service
+        # Where the time went, from the service's own stage metrics, inside what the client saw.
+        assert cell["stages_ms"]["inference"] > 0 and cell["stages_ms"]["decode"] > 0
+        assert cell["server_ms"] > 0 and cell["client_ms"] > 0
+        assert ("colour_blend" in cell["stages_ms"]) == cell["kind"].endswith("+overlay")
     assert "batched / unbatched png-224 c2" in report["ratios"]
+    assert "batched / before png-224+overlay c2" in report["ratios"]
     assert "batched png-224 c1 / ceiling b1" in report["ratios"]
-    assert "ratios:" in format_report(report)
+    assert "batched png-224+overlay c2 / ceiling b2" in report["ratios"]
+    text = format_report(report)
+    assert "ratios:" in text and "mean ms per request by stage" in text
 
 
 def test_full_size_films_are_what_they_claim(tiny_dataset: Path) -> None:
