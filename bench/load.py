@@ -215,8 +215,7 @@ def _cell(
 ) -> dict[str, Any]:
     query = f"overlay={str(overlay).lower()}"
     requests = [predict_request(service.url, film, dict(service.headers), query) for film in films]
-    before = service.labelled_metrics()
-    result, peak_rss = asyncio.run(_drive_sampled(service, requests, concurrency, config))
+    result, peak_rss, before = asyncio.run(_drive_sampled(service, requests, concurrency, config))
     after = service.labelled_metrics()
     films_run, runs = (
         _delta(before, after, f"cxr_inference_batch_size_{part}", ()) for part in ("sum", "count")
@@ -235,7 +234,7 @@ def _cell(
         "transport_errors": dict(result.transport_errors),
         "mean_batch": round(films_run / runs, 2) if runs else None,
         "rss_mb_peak": round(peak_rss, 1),
-        # Means over the window (and its warm-up: the metrics are cumulative), in ms.
+        # Means in ms from the service's metrics between the window's start and the last answer.
         "stages_ms": stages,
         "server_ms": server_ms,
         "client_ms": round(float(np.mean(result.latencies_ms)), 2) if result.latencies_ms else None,
@@ -265,9 +264,14 @@ def _stage_means(before: Samples, after: Samples) -> tuple[dict[str, float], flo
 
 async def _drive_sampled(
     service: RunningService, requests: list[bytes], concurrency: int, config: LoadConfig
-) -> tuple[LoadResult, float]:
+) -> tuple[LoadResult, float, Samples]:
+    """The load's result, the peak RSS, and the service's metrics when the measured window opened."""
     peak = 0.0
     done = asyncio.Event()
+
+    async def at_window_start() -> Samples:
+        await asyncio.sleep(config.warmup_s)
+        return await asyncio.to_thread(service.labelled_metrics)
 
     async def sampler() -> None:
         nonlocal peak
@@ -277,12 +281,13 @@ async def _drive_sampled(
             await asyncio.sleep(0.25)
 
     task = asyncio.create_task(sampler())
+    window_start = asyncio.create_task(at_window_start())
     try:
         result = await drive(service.url, requests, concurrency, config.seconds, config.warmup_s)
     finally:
         done.set()
         await task
-    return result, peak
+    return result, peak, await window_start
 
 
 def ratios(

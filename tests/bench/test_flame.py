@@ -7,7 +7,7 @@ import pytest
 from bench.flame import main, table
 
 
-def test_table_gives_each_part_its_share_of_samples() -> None:
+def test_table_gives_each_sample_to_the_most_specific_part() -> None:
     collapsed = "\n".join(
         [
             "run (uvicorn/server.py:1);data_received (uvicorn/protocols/http/h11_impl.py:2) 30",
@@ -17,9 +17,10 @@ def test_table_gives_each_part_its_share_of_samples() -> None:
     )
     shares = table(collapsed)
     assert shares["http: uvicorn + h11"] == 30.0
-    assert shares["decode + preprocess"] == 50.0 and shares["  of which PIL"] == 50.0
+    assert shares["decode + preprocess (worker thread)"] == 50.0 and shares["  of which PIL"] == 50.0
     assert shares["inference: onnxruntime"] == 20.0
-    assert shares["event loop + threads (anyio, asyncio)"] == 70.0
+    assert shares["event loop + thread hand-offs"] == 0.0  # every worker stack starts there
+    assert sum(v for k, v in shares.items() if not k.startswith("  ")) == 100.0
     assert table("") == dict.fromkeys(shares, 0.0)
 
 
