@@ -65,7 +65,7 @@ from service.contract import DecodeLimits, InputError, SourceFormat
 from service.contract.dicom import read_dicom
 from service.contract.sniff import sniff_format
 from service.contract.uids import valid_uid
-from service.outputs.overlay import OVERLAY_PNG_COMPRESS_LEVEL
+from service.outputs.png import encode_png
 
 # highdicom logs the source's SOP Instance UID at INFO while building an SR; no DICOM value may reach
 # the service's logs, so only its warnings and errors are let through.
@@ -227,9 +227,7 @@ def secondary_capture_png(sc: bytes) -> bytes:
     if pixels.size < rows * columns * 3:
         raise ValueError("the Secondary Capture's pixel data is shorter than its size")
     rgb = pixels[: rows * columns * 3].reshape(rows, columns, 3)
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=OVERLAY_PNG_COMPRESS_LEVEL)
-    return buffer.getvalue()
+    return encode_png(rgb)  # the same encoder as the overlay it was built from
 
 
 def build_structured_report(
