@@ -26,7 +26,6 @@ PNG, JSON), the mean time the app saw it, and the mean latency the client saw.
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import shlex
@@ -46,6 +45,7 @@ import onnxruntime as ort
 from bench.ceiling import Variant, film_tensors, session, time_variants
 from bench.films import RASTER_SUFFIXES, film_paths, full_size_dicom, full_size_png, grey_png
 from bench.http_load import LoadResult, drive, predict_request
+from bench.output import write_report
 from bench.service_process import REPO_ROOT, RunningService, latency_percentiles, running_service
 from service.contract import ModelCard
 from service.contract.model_card import CARD_FILENAME, ONNX_FILENAME
@@ -457,10 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     report["command"] = "python -m bench.load " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = format_report(report)
     print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        args.out.with_suffix(".txt").write_text(text)
+    write_report(args.out, report, text)
     return 0
 
 

@@ -37,6 +37,7 @@ import onnxruntime as ort
 from pydantic import ValidationError
 
 from bench.films import film_paths
+from bench.output import write_report
 from bench.service_process import REPO_ROOT, RunningService, latency_percentiles, running_service
 from service.settings import Settings
 from service.store.errors import ModelLoadError
@@ -345,10 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"command": shlex.join(["python", "-m", "bench.soak", *args_list]), **run_soak(config)}
     text = format_report(report)
     print(text, end="")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        args.out.with_suffix(".txt").write_text(text)
+    write_report(args.out, report, text)
     return 0 if report["verdict"] == "pass" else 1
 
 

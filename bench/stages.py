@@ -37,6 +37,7 @@ from PIL import Image
 
 from bench.films import RASTER_SUFFIXES, film_paths, full_size_dicom, grey_png
 from bench.load import DEFAULT_FILMS
+from bench.output import write_report
 from service.api.schemas import GradCam, ImageInfo, ModelRef, PredictionResponse
 from service.contract import ModelCard, decode_image
 from service.contract.model_card import CAM_OUTPUT, CARD_FILENAME, ONNX_FILENAME
@@ -233,10 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     report["command"] = "python -m bench.stages " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = format_report(report)
     print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        args.out.with_suffix(".txt").write_text(text)
+    write_report(args.out, report, text)
     return 0
 
 
