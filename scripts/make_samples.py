@@ -1,6 +1,6 @@
 """Build ``samples/``: the chest films ``make demo`` classifies, as PNG and as hospital-like DICOM.
 
-    python -m scripts.make_samples [--data ../shared/data] [--out samples]
+    python -m scripts.make_samples [--data ../shared/data] [--out samples] [--nema DIR]
 
 Deterministic: the same source films give the same bytes (fixed UIDs, no timestamps), so a rebuild
 shows up in ``git diff`` only when something really changed. The sources are named in SAMPLES below
@@ -11,6 +11,11 @@ upsampled to about 2k px (the size of a CR cassette or DX detector read-out at ~
 12-16 stored bits, and written as CR or DX with the photometric interpretation and transfer syntax
 named per file (MONOCHROME1 is inverted here so the film still looks right once a viewer, or our
 decoder, applies it). Upsampling adds no detail: the model sees what the 224 px source held.
+
+Two files are real radiographs, copied byte for byte: NEMA WG04's compressed-sample CR films RG1 (an
+adult chest PA) and RG3 (a tibia), from the pydicom-data package (MIT; ``pip download pydicom-data``,
+folder ``data_store/data``; ``--nema`` points at it). They are the only adult chest film we could
+find whose licence allows committing it, and a real non-chest film a modality could send by mistake.
 """
 
 import argparse
@@ -45,7 +50,9 @@ MANIFEST = "samples.json"
 # rebuilding gives identical files. 2.25 = the UUID-derived arc, here from a fixed hash, not a UUID.
 _UID_ROOT = "2.25."
 
-Expected = Literal["NORMAL", "PNEUMONIA", "refused"]
+# "accepted": a real film with no recorded diagnosis - it must pass every check and get an answer,
+# but which class is not asserted.
+Expected = Literal["NORMAL", "PNEUMONIA", "refused", "accepted"]
 
 
 @dataclass(frozen=True)
@@ -228,7 +235,7 @@ def dicom_film(sample: DicomSample, png: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def build(data: Path, out: Path) -> list[dict[str, str]]:
+def build(data: Path, out: Path, nema: Path | None) -> list[dict[str, str]]:
     """Write every sample into ``out``; returns the manifest rows (also written as samples.json)."""
     out.mkdir(parents=True, exist_ok=True)
     pngs: dict[str, bytes] = {}
@@ -247,7 +254,70 @@ def build(data: Path, out: Path) -> list[dict[str, str]]:
             f"{dicom.rows}x{dicom.columns} {dicom.transfer_syntax.name}"
         )
         rows.append(_row(dicom.name, origin, kind, out))
+    rows.extend(copy_real_films(nema, out))
     (out / MANIFEST).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return rows
+
+
+@dataclass(frozen=True)
+class RealFilm:
+    """A real radiograph copied unchanged; ``refusal_code``: the service's reason when it must refuse."""
+
+    name: str
+    source: str  # file name in pydicom-data's data_store/data
+    kind: str
+    expected: Expected
+    population: str
+    refusal_code: str | None = None
+
+
+REAL_FILMS = (
+    RealFilm(
+        "adult-cr-chest-pa-jpeg2000.dcm",
+        "RG1_J2KI.dcm",
+        "DICOM CR MONOCHROME1 15-bit 1955x1841 JPEG 2000 (lossy), real adult chest PA (NEMA WG04 RG1)",
+        "accepted",
+        "adult",
+    ),
+    RealFilm(
+        "not-a-chest-film-cr-tibia.dcm",
+        "RG3_J2KI.dcm",
+        "DICOM CR MONOCHROME1 10-bit 1760x1760 JPEG 2000 (lossy), real tibia AP (NEMA WG04 RG3)",
+        "refused",
+        "adult",
+        "unsupported_body_part",
+    ),
+)
+
+
+def default_nema_dir() -> Path | None:
+    """pydicom-data's folder when that package is installed (it is not a project dependency)."""
+    try:
+        import data_store  # type: ignore[import-not-found]  # pydicom-data's package
+    except ImportError:
+        return None
+    return Path(data_store.__file__).parent / "data"
+
+
+def copy_real_films(nema: Path | None, out: Path) -> list[dict[str, str]]:
+    if nema is None or not all((nema / film.source).is_file() for film in REAL_FILMS):
+        raise SystemExit(
+            "NEMA WG04 films not found: pip download pydicom-data, unzip the wheel and pass "
+            "--nema <unzipped>/data_store/data"
+        )
+    rows = []
+    for film in REAL_FILMS:
+        (out / film.name).write_bytes((nema / film.source).read_bytes())
+        digest = hashlib.sha256((out / film.name).read_bytes()).hexdigest()
+        row = {
+            "file": film.name,
+            "format": film.kind,
+            "expected": film.expected,
+            "population": film.population,
+            "source": f"pydicom-data 1.0.0 data_store/data/{film.source}",
+            "sha256": digest,
+        }
+        rows.append(row | ({"refusal_code": film.refusal_code} if film.refusal_code else {}))
     return rows
 
 
@@ -267,9 +337,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--nema", type=Path, default=default_nema_dir(), help="pydicom-data: data_store/data")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for row in build(args.data, args.out):
+    for row in build(args.data, args.out, args.nema):
         size = (args.out / row["file"]).stat().st_size
         log.info("%-36s %8d bytes  %s", row["file"], size, row["format"])
 
