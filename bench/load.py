@@ -26,8 +26,6 @@ PNG, JSON), the mean time the app saw it, and the mean latency the client saw.
 
 import argparse
 import asyncio
-import os
-import platform
 import shlex
 import sys
 import time
@@ -40,12 +38,11 @@ from typing import Any
 
 import httpx
 import numpy as np
-import onnxruntime as ort
 
 from bench.ceiling import Variant, film_tensors, session, time_variants
 from bench.films import RASTER_SUFFIXES, film_paths, full_size_dicom, full_size_png, grey_png
 from bench.http_load import LoadResult, drive, predict_request
-from bench.output import write_report
+from bench.output import machine, write_report
 from bench.service_process import REPO_ROOT, RunningService, latency_percentiles, running_service
 from service.contract import ModelCard
 from service.contract.model_card import CARD_FILENAME, ONNX_FILENAME
@@ -177,12 +174,7 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
     card = ModelCard.model_validate_json((config.model_dir / CARD_FILENAME).read_text())
     return {
         "started_at": started.isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": len(os.sched_getaffinity(0)),
-            "onnxruntime": ort.__version__,
-            "load_average_1min": round(os.getloadavg()[0], 2),
-        },
+        "machine": machine(),
         "model": f"{card.name} {card.version}",
         "config": {
             "concurrencies": list(config.concurrencies),

@@ -1,8 +1,23 @@
-"""Where a benchmark's result goes: OUT.json (the figures, for tools) and OUT.txt (the table, for people)."""
+"""A benchmark's report: the machine it ran on, and where it goes - OUT.json (the figures, for tools)
+and OUT.txt (the table, for people)."""
 
 import json
+import os
+import platform
 from pathlib import Path
 from typing import Any
+
+import onnxruntime as ort
+
+
+def machine() -> dict[str, Any]:
+    """What the figures depend on besides the code: platform, CPUs this process may use, runtime, load."""
+    return {
+        "platform": platform.platform(),
+        "cpus": len(os.sched_getaffinity(0)),
+        "onnxruntime": ort.__version__,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
 
 
 def write_report(out: Path | None, report: dict[str, Any], text: str) -> None:

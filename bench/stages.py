@@ -19,8 +19,6 @@ import argparse
 import base64
 import io
 import json
-import os
-import platform
 import shlex
 import sys
 import time
@@ -37,7 +35,7 @@ from PIL import Image
 
 from bench.films import RASTER_SUFFIXES, film_paths, full_size_dicom, grey_png
 from bench.load import DEFAULT_FILMS
-from bench.output import write_report
+from bench.output import machine, write_report
 from service.api.schemas import GradCam, ImageInfo, ModelRef, PredictionResponse
 from service.contract import ModelCard, decode_image
 from service.contract.model_card import CAM_OUTPUT, CARD_FILENAME, ONNX_FILENAME
@@ -69,23 +67,25 @@ def _before_encode_png(rgb: npt.NDArray[np.uint8]) -> bytes:
     return buffer.getvalue()
 
 
-def cpu_ms(step: Callable[[], object], seconds: float) -> float:
-    """Mean thread CPU ms of ``step``, repeated for about ``seconds`` of CPU after one warm-up call."""
+def _mean_ms(step: Callable[[], object], seconds: float, clock: Callable[[], float]) -> float:
+    """Mean ms of ``step`` on ``clock``, repeated for about ``seconds`` (at least 3 runs) after one
+    warm-up call."""
     step()
-    runs, start = 0, time.thread_time()
-    while (used := time.thread_time() - start) < seconds or runs < 3:
+    runs, start = 0, clock()
+    while (used := clock() - start) < seconds or runs < 3:
         step()
         runs += 1
     return used / runs * 1000.0
+
+
+def cpu_ms(step: Callable[[], object], seconds: float) -> float:
+    """Mean thread CPU ms of ``step``: what this stage costs the process, whatever else runs."""
+    return _mean_ms(step, seconds, time.thread_time)
 
 
 def wall_ms(step: Callable[[], object], seconds: float) -> float:
-    step()
-    runs, start = 0, time.perf_counter()
-    while (used := time.perf_counter() - start) < seconds or runs < 3:
-        step()
-        runs += 1
-    return used / runs * 1000.0
+    """Mean wall ms of ``step``: for inference, whose work runs on ONNX Runtime's own threads."""
+    return _mean_ms(step, seconds, time.perf_counter)
 
 
 def _cam(size: int) -> npt.NDArray[np.float32]:
@@ -186,12 +186,7 @@ def run(model_dir: Path, films_dir: Path, seconds: float, batches: tuple[int, ..
     cam_shape = session.run([CAM_OUTPUT], {contract.input_name: blank})[0].shape
     return {
         "started_at": started.isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": len(os.sched_getaffinity(0)),
-            "onnxruntime": ort.__version__,
-            "load_average_1min": round(os.getloadavg()[0], 2),
-        },
+        "machine": machine(),
         "model": f"{card.name} {card.version} ({contract.height} x {contract.width} px input)",
         "cam_grid": list(cam_shape[2:]),
         "inference_wall_ms_per_film": infer,
