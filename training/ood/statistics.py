@@ -1,15 +1,17 @@
 """Out-of-distribution score, computed inside the exported graph (output ``ood_score``).
 
 Three Gaussian models, each "Mahalanobis distance to the nearest class mean under one shared (tied)
-Ledoit-Wolf covariance", fitted on the training split:
+Ledoit-Wolf covariance", fitted on the training split, and a layout check (``training.ood.layout``):
 
 * on the pooled last-conv features (what the classifier sees): catches content unlike any film;
 * on the pooled mid-level features (the backbone's tap): catches textures and photographs whose
   high-level features happen to land near a film's;
-* on a 16 x 16 thumbnail of the model input: catches layout - a rotated, flipped or cropped film has
-  chest-like texture, which the pooled features are largely invariant to, but not a frontal layout.
+* on a 16 x 16 thumbnail of the model input: catches gross layout - a film on its side;
+* a linear classifier on the mid-level map pooled to 3 x 3, trained against wrong views of training
+  films (bands, patches, turns): catches parts of films and films upside down, which the Gaussians
+  pass.
 
-Each distance is divided by its own validation quantile, the score is the largest of the three, and
+Each term is divided by (or offset to) its own validation quantile, the score is the largest, and
 the threshold is a quantile of that score on validation films, so a known share of real films is
 refused.
 """
@@ -22,13 +24,26 @@ import torch.nn.functional as F
 from sklearn.covariance import LedoitWolf
 
 from training.backbones.factory import Classifier
+from training.ood.layout import (
+    GRID,
+    NEGATIVE_VIEWS_PER_FILM,
+    LayoutModel,
+    fit_layout,
+    framed_copies,
+    wrong_views,
+)
+from training.ood.layout import descriptor as layout_descriptor
 
 VALIDATION_QUANTILE = 0.995  # reject ~0.5 % of real validation films, under the 1 % budget
 THUMBNAIL_SIDE = 16
+LAYOUT_FILMS = 1000  # training films whose wrong views and framed copies the layout check learns from
 METHOD = (
-    "max of three Mahalanobis distances (nearest class mean, tied Ledoit-Wolf covariance, each scaled by "
-    f"its validation {VALIDATION_QUANTILE} quantile): pooled last-conv features, pooled mid-level "
-    f"features, and the {THUMBNAIL_SIDE}x{THUMBNAIL_SIDE} input thumbnail"
+    "max of four terms, each scaled to 1 at its validation "
+    f"{VALIDATION_QUANTILE} quantile: three Mahalanobis distances (nearest class mean, tied Ledoit-Wolf "
+    "covariance) on pooled last-conv features, pooled mid-level features and the "
+    f"{THUMBNAIL_SIDE}x{THUMBNAIL_SIDE} input thumbnail, and exp(logit) of a layout check (logistic "
+    f"regression on the mid-level map pooled to {GRID}x{GRID}, trained against bands, patches and turns "
+    "of training films)"
 )
 
 
@@ -49,6 +64,7 @@ class OodStatistics:
     features: GaussianModel
     mid_features: GaussianModel
     thumbnail: GaussianModel
+    layout: LayoutModel
 
 
 def thumbnail(image: torch.Tensor) -> torch.Tensor:
@@ -58,26 +74,56 @@ def thumbnail(image: torch.Tensor) -> torch.Tensor:
 def ood_score(
     image: torch.Tensor, mid: torch.Tensor, fmap: torch.Tensor, stats: OodStatistics
 ) -> torch.Tensor:
-    """[N]: the largest of the three scaled distances."""
+    """[N]: the largest of the four scaled terms."""
     content = stats.features.distance(fmap.mean(dim=(2, 3)))
     texture = stats.mid_features.distance(mid.mean(dim=(2, 3)))
-    layout = stats.thumbnail.distance(thumbnail(image))
-    return torch.maximum(torch.maximum(content, texture), layout)
+    thumb = stats.thumbnail.distance(thumbnail(image))
+    layout = stats.layout.term(mid)
+    return torch.maximum(torch.maximum(torch.maximum(content, texture), thumb), layout)
 
 
 @torch.no_grad()
 def _descriptors(model: Classifier, inputs: torch.Tensor, batch_size: int = 64) -> list[torch.Tensor]:
-    """[pooled last-conv features, pooled mid-level features, thumbnails], one row per film."""
+    """[pooled last-conv features, pooled mid-level features, thumbnails, layout descriptors], one row
+    per film."""
     model.eval()
-    rows: list[list[torch.Tensor]] = [[], [], []]
+    rows: list[list[torch.Tensor]] = [[], [], [], []]
     for i in range(0, len(inputs), batch_size):
         batch = inputs[i : i + batch_size]
         mid, fmap = model.forward_features_with_tap(batch)
-        for row, value in zip(
-            rows, (fmap.mean(dim=(2, 3)), mid.mean(dim=(2, 3)), thumbnail(batch)), strict=True
-        ):
+        values = (fmap.mean(dim=(2, 3)), mid.mean(dim=(2, 3)), thumbnail(batch), layout_descriptor(mid))
+        for row, value in zip(rows, values, strict=True):
             row.append(value)
     return [torch.cat(row) for row in rows]
+
+
+@torch.no_grad()
+def _fit_layout(
+    model: Classifier,
+    train_inputs: torch.Tensor,
+    train_descriptors: torch.Tensor,
+    val_inputs: torch.Tensor,
+    val_descriptors: torch.Tensor,
+) -> LayoutModel:
+    """Films and framed copies of some as positives, wrong views of the same films as negatives."""
+    rng = np.random.default_rng(0)
+    # A random subset: the split lists its films source by source.
+    planes = train_inputs[rng.permutation(len(train_inputs))[:LAYOUT_FILMS], 0].numpy()
+    wrong = [view for plane in planes for view in wrong_views(plane, rng, NEGATIVE_VIEWS_PER_FILM)]
+    val_planes = val_inputs[rng.permutation(len(val_inputs))[: len(val_inputs) // 2 + 1], 0].numpy()
+    val_framed = _tensor(framed_copies(val_planes, rng))
+    map_shape = model.forward_features_with_tap(train_inputs[:1])[0].shape[1:]
+    return fit_layout(
+        torch.cat([train_descriptors, _descriptors(model, _tensor(framed_copies(planes, rng)))[3]]),
+        _descriptors(model, _tensor(wrong))[3],
+        torch.cat([val_descriptors, _descriptors(model, val_framed)[3]]),
+        (map_shape[0], map_shape[1], map_shape[2]),
+        VALIDATION_QUANTILE,
+    )
+
+
+def _tensor(planes: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(planes)[:, np.newaxis])
 
 
 def _gaussian(x: torch.Tensor, labels: torch.Tensor, num_classes: int, val_x: torch.Tensor) -> GaussianModel:
@@ -99,12 +145,18 @@ def fit_ood_statistics(
     val_inputs: torch.Tensor,
     num_classes: int,
 ) -> tuple[OodStatistics, torch.Tensor]:
-    """Gaussians from training films, scales from validation films; returns the validation scores too."""
+    """Gaussians and the layout check from training films, scales from validation films; returns the
+    validation scores too."""
     train, val = _descriptors(model, train_inputs), _descriptors(model, val_inputs)
-    gaussians = [_gaussian(t, train_labels, num_classes, v) for t, v in zip(train, val, strict=True)]
-    stats = OodStatistics(features=gaussians[0], mid_features=gaussians[1], thumbnail=gaussians[2])
-    distances = torch.stack([g.distance(v) for g, v in zip(gaussians, val, strict=True)])
-    return stats, distances.max(dim=0).values
+    gaussians = [_gaussian(t, train_labels, num_classes, v) for t, v in zip(train[:3], val[:3], strict=True)]
+    layout = _fit_layout(model, train_inputs, train[3], val_inputs, val[3])
+    stats = OodStatistics(
+        features=gaussians[0], mid_features=gaussians[1], thumbnail=gaussians[2], layout=layout
+    )
+    terms = [g.distance(v) for g, v in zip(gaussians, val[:3], strict=True)] + [
+        layout.term_of_descriptor(val[3])
+    ]
+    return stats, torch.stack(terms).max(dim=0).values
 
 
 def validation_threshold(scores: torch.Tensor) -> float:
