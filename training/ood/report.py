@@ -6,6 +6,7 @@ must not. Runs the real ONNX graph on inputs made by the contract."""
 import io
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,17 @@ from PIL import Image
 from service.contract import ModelCard, decode_image, load_model_input
 from service.contract.model_card import CARD_FILENAME, ONNX_FILENAME
 from training.data.dicom_films import HOSPITAL_FILMS, hospital_dicom
-from training.data.shifts import ANNOTATIONS, SEVERITIES, SHIFTS, annotate, to_unit
+from training.data.shifts import (
+    ANNOTATIONS,
+    SEVERITIES,
+    SHIFTS,
+    Plane,
+    annotate,
+    border,
+    rotate,
+    to_unit,
+    zoom_crop,
+)
 from training.fit import run_folder
 from training.ood.film_set import OodCase, build_ood_set
 
@@ -26,6 +37,16 @@ ANNOTATED_FILMS = 60  # validation films that get each kind of annotation
 SHIFTED_FILMS = 20  # of those, films shifted at severity 1 by each shift
 EXTRA_PER_FOLDER = 300
 _SHIFTED = "shifted (severity "
+# Framing past the benchmark's severity 3 (zoom 12 %, border 14 %, 14 degrees), reported: where the
+# gate starts refusing films that are framed oddly but whole.
+BEYOND_SEVERITY_3: dict[str, tuple[Callable[[Plane, float], Plane], float]] = {
+    "zoom-crop 16% per side": (zoom_crop, 0.16),
+    "zoom-crop 20% per side": (zoom_crop, 0.2),
+    "border 20% per side": (border, 0.2),
+    "border 25% per side": (border, 0.25),
+    "rotate 20 degrees": (rotate, 20.0),
+    "rotate 30 degrees": (rotate, 30.0),
+}
 MUST_PASS_SEVERITY = 1  # harder shifts are reported, not required: severity 3 is noise sigma 0.09, JPEG q 10
 
 
@@ -65,6 +86,10 @@ def chest_cases(films: list[Path], dicom_films: int) -> list[tuple[str, bytes]]:
                     (f"{_SHIFTED}{severity}): {name}", _png(shift.at(severity)(p)))
                     for p in planes[:SHIFTED_FILMS]
                 ]
+    for name, (frame, amount) in BEYOND_SEVERITY_3.items():
+        cases += [
+            (f"shifted (beyond severity 3): {name}", _png(frame(p, amount))) for p in planes[:SHIFTED_FILMS]
+        ]
     for index, film in enumerate(HOSPITAL_FILMS[:dicom_films]):
         plane = planes[index % len(planes)]
         cases.append((f"hospital DICOM: {film.label}", hospital_dicom(plane, film, seed=index)))
@@ -162,7 +187,7 @@ def format_report(report: dict[str, Any]) -> str:
     for name, row in report.get("validation_per_source", {}).items():
         lines.append(f"{'validation: ' + name:<64}{row['films']:>8}{100 * row['accepted_rate']:>9.1f}%")
     changed = report.get("changed_films", {})
-    harder = {k: v for k, v in changed.items() if k.startswith(_SHIFTED) and not _must_pass(k)}
+    harder = {k: v for k, v in changed.items() if k.startswith("shifted (") and not _must_pass(k)}
     for name, row in changed.items():
         if name not in harder:
             lines.append(f"{name[:63]:<64}{row['films']:>8}{100 * row['accepted_rate']:>9.1f}%")

@@ -36,7 +36,7 @@ from training.ood.layout import descriptor as layout_descriptor
 
 VALIDATION_QUANTILE = 0.995  # reject ~0.5 % of real validation films, under the 1 % budget
 THUMBNAIL_SIDE = 16
-LAYOUT_FILMS = 1000  # training films whose wrong views and framed copies the layout check learns from
+LAYOUT_FILMS = 1000  # training films whose framed copies and wrong views the gate learns from
 METHOD = (
     "max of four terms, each scaled to 1 at its validation "
     f"{VALIDATION_QUANTILE} quantile: three Mahalanobis distances (nearest class mean, tied Ledoit-Wolf "
@@ -97,31 +97,6 @@ def _descriptors(model: Classifier, inputs: torch.Tensor, batch_size: int = 64) 
     return [torch.cat(row) for row in rows]
 
 
-@torch.no_grad()
-def _fit_layout(
-    model: Classifier,
-    train_inputs: torch.Tensor,
-    train_descriptors: torch.Tensor,
-    val_inputs: torch.Tensor,
-    val_descriptors: torch.Tensor,
-) -> LayoutModel:
-    """Films and framed copies of some as positives, wrong views of the same films as negatives."""
-    rng = np.random.default_rng(0)
-    # A random subset: the split lists its films source by source.
-    planes = train_inputs[rng.permutation(len(train_inputs))[:LAYOUT_FILMS], 0].numpy()
-    wrong = [view for plane in planes for view in wrong_views(plane, rng, NEGATIVE_VIEWS_PER_FILM)]
-    val_planes = val_inputs[rng.permutation(len(val_inputs))[: len(val_inputs) // 2 + 1], 0].numpy()
-    val_framed = _tensor(framed_copies(val_planes, rng))
-    map_shape = model.forward_features_with_tap(train_inputs[:1])[0].shape[1:]
-    return fit_layout(
-        torch.cat([train_descriptors, _descriptors(model, _tensor(framed_copies(planes, rng)))[3]]),
-        _descriptors(model, _tensor(wrong))[3],
-        torch.cat([val_descriptors, _descriptors(model, val_framed)[3]]),
-        (map_shape[0], map_shape[1], map_shape[2]),
-        VALIDATION_QUANTILE,
-    )
-
-
 def _tensor(planes: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(planes)[:, np.newaxis])
 
@@ -138,6 +113,7 @@ def _gaussian(x: torch.Tensor, labels: torch.Tensor, num_classes: int, val_x: to
     return GaussianModel(unscaled.class_means, unscaled.precision, scale)
 
 
+@torch.no_grad()
 def fit_ood_statistics(
     model: Classifier,
     train_inputs: torch.Tensor,
@@ -146,10 +122,29 @@ def fit_ood_statistics(
     num_classes: int,
 ) -> tuple[OodStatistics, torch.Tensor]:
     """Gaussians and the layout check from training films, scales from validation films; returns the
-    validation scores too."""
-    train, val = _descriptors(model, train_inputs), _descriptors(model, val_inputs)
-    gaussians = [_gaussian(t, train_labels, num_classes, v) for t, v in zip(train[:3], val[:3], strict=True)]
-    layout = _fit_layout(model, train_inputs, train[3], val_inputs, val[3])
+    validation scores too. Framed copies of ``LAYOUT_FILMS`` training films (zoomed, bordered, tilted)
+    join the Gaussians' films, and wrong views of the same films teach the layout check."""
+    rng = np.random.default_rng(0)
+    chosen = torch.from_numpy(rng.permutation(len(train_inputs))[:LAYOUT_FILMS])  # the split is by source
+    planes = train_inputs[chosen, 0].numpy()
+    framed = _descriptors(model, _tensor(framed_copies(planes, rng)))
+    wrong = _descriptors(
+        model, _tensor([v for p in planes for v in wrong_views(p, rng, NEGATIVE_VIEWS_PER_FILM)])
+    )
+    val_chosen = rng.permutation(len(val_inputs))[: len(val_inputs) // 2 + 1]
+    val_framed = _descriptors(model, _tensor(framed_copies(val_inputs[val_chosen, 0].numpy(), rng)))
+    train = [torch.cat(pair) for pair in zip(_descriptors(model, train_inputs), framed, strict=True)]
+    labels = torch.cat([train_labels, train_labels[chosen]])
+    val = _descriptors(model, val_inputs)
+    gaussians = [_gaussian(t, labels, num_classes, v) for t, v in zip(train[:3], val[:3], strict=True)]
+    map_shape = model.forward_features_with_tap(train_inputs[:1])[0].shape[1:]
+    layout = fit_layout(
+        train[3],
+        wrong[3],
+        torch.cat([val[3], val_framed[3]]),
+        (map_shape[0], map_shape[1], map_shape[2]),
+        VALIDATION_QUANTILE,
+    )
     stats = OodStatistics(
         features=gaussians[0], mid_features=gaussians[1], thumbnail=gaussians[2], layout=layout
     )

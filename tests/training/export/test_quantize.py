@@ -15,6 +15,7 @@ from service.settings import Settings
 from tests.factories import png_bytes
 from training.export.quantize import mean_cam_correlation, quantize_model
 from training.export.staging import sha256_file
+from training.ood.film_set import noise_images
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +104,8 @@ def test_fp16_version_is_a_measured_half_precision_graph_the_service_loads(
     assert result.probabilities.dtype == np.float32 and result.probabilities.sum() == pytest.approx(
         1.0, abs=1e-3
     )
+    # What the gate refuses keeps a finite score in half precision (float16 ends at 65,504, and the
+    # service takes an inf score for a broken model).
+    for case in noise_images(2):
+        scored = runtime.infer(runtime.prepare(case.png, max_pixels=10**6)[0])
+        assert scored.ood_score is not None and np.isfinite(scored.ood_score)
