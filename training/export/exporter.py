@@ -91,7 +91,8 @@ def with_annotated(films: FilmDataset, count: int, seed: int) -> tuple[torch.Ten
     """The films plus annotated (and mostly acquisition-shifted) copies of ``count`` of them: real films
     carry burned-in text, markers, rulers and wires, and come from other detectors, so the gate must
     know them as films. Uses the training augmentation's own transforms, without crops and borders:
-    with them, half-films and thirds of films passed the gate (measured 2026-12-06)."""
+    framed copies (zoom, border, tilt) join in ``fit_ood_statistics``, beside the layout check that
+    keeps half-films and thirds out (without it, framed copies let them pass: measured 2026-12-06)."""
     if count <= 0 or len(films) == 0:
         return films.inputs, films.labels
     chosen = torch.from_numpy(np.random.default_rng(seed).permutation(len(films))[: min(count, len(films))])
