@@ -22,6 +22,17 @@ every protocol-level refusal goes out. So:
   closed. uvicorn bounds only an idle keep-alive, and any byte resets that, so a client trickling
   header bytes would otherwise hold its socket forever (the classic slow-loris).
 
+An answer given before the request body is read (503 ``overloaded`` when the upload budget is
+spent, 413, 408 mid-upload) goes out with ``Connection: close``. Closing the socket at once, with
+body bytes still unread in it, makes the kernel send a reset, and a client still sending (most
+send the whole body before they read; bench.http_load does) gets a broken pipe or reset instead of
+the answer. So such a connection gets a *lingering close*, as nginx and Apache do: the answer is
+written, our side half-closed (FIN after the answer), and the rest of the body read and dropped
+until the body ends or the client closes - at most ``CXR_UPLOAD_LINGER_S`` in all,
+``CXR_UPLOAD_IDLE_TIMEOUT_S`` without a byte, and as many bytes as the largest film upload
+(``CXR_MAX_UPLOAD_BYTES`` + multipart room); then the socket is closed. Dropped bytes are never
+buffered and count against no budget.
+
 h11 is slower than httptools per request, which does not matter beside a model run.
 """
 
@@ -29,13 +40,15 @@ import asyncio
 import json
 import logging
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import h11
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from service.api.upload import MULTIPART_OVERHEAD
 from service.lifecycle.state import context_of
 from service.observability.audit import AuditRecord, UidHasher, log_request
 from service.observability.metrics import UNMATCHED_ROUTE, Metrics
@@ -51,6 +64,7 @@ _PHRASES = {
     501: b"Not Implemented",
 }
 _LONG_TARGET = "request target too long"
+
 _SMUGGLING = "Content-Length with Transfer-Encoding"
 
 
@@ -113,10 +127,29 @@ def _refusal(error: BaseException | None, pending: bytes, max_head: int) -> tupl
     return 400, "bad_http_request", "The HTTP request is malformed (request line, header or Content-Length)."
 
 
+class _CycleTransport:
+    """The transport as uvicorn's request cycle sees it (it only writes, asks and closes), with
+    ``close`` going through the protocol's lingering close."""
+
+    def __init__(self, transport: asyncio.Transport, close: Callable[[], None]) -> None:
+        self._transport = transport
+        self.close = close
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+
 def protocol_class(settings: Settings, metrics: Metrics) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with our limits, and our JSON body on every protocol-level refusal."""
+    """uvicorn's h11 protocol with our limits, our JSON body on every protocol-level refusal, and a
+    lingering close after an answer given before the request body was read."""
     max_head, max_count = settings.max_header_bytes, settings.max_header_count
     head_timeout = settings.request_head_timeout_s
+    linger_s, linger_idle_s = settings.upload_linger_s, settings.upload_idle_timeout_s
+    # The most a refused film upload could still send (a larger STOW-RS body is cut off there too).
+    linger_max_bytes = settings.max_upload_bytes + MULTIPART_OVERHEAD
     hasher = UidHasher()  # the audit line of a refused request carries no UID to hash
 
     class JsonErrorH11Protocol(H11Protocol):
@@ -124,6 +157,10 @@ def protocol_class(settings: Settings, metrics: Metrics) -> type[H11Protocol]:
             super().__init__(*args, **kwargs)
             self.conn = _CheckedConnection(max_head, max_count)
             self._head_timer: asyncio.TimerHandle | None = None
+            self._lingering = False
+            self._linger_bytes = 0
+            self._linger_deadline = 0.0
+            self._linger_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -131,12 +168,71 @@ def protocol_class(settings: Settings, metrics: Metrics) -> type[H11Protocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_head_timer()
+            if self._linger_timer is not None:
+                self._linger_timer.cancel()
+                self._linger_timer = None
             super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._lingering:
+                self._drop(data)
+            else:
+                super().data_received(data)
+
+        def eof_received(self) -> None:
+            if self._lingering:
+                self.transport.close()  # the client has sent all it will: nothing left unread
+            super().eof_received()
 
         def handle_events(self) -> None:
             super().handle_events()
+            if self.cycle is not None and not isinstance(self.cycle.transport, _CycleTransport):
+                # A request cycle was just created (its task has not run yet): its close lingers.
+                self.cycle.transport = cast(asyncio.Transport, _CycleTransport(self.transport, self._close))
             if self.conn.their_state is not h11.IDLE:  # the head is complete (or refused)
                 self._cancel_head_timer()
+
+        def _close(self) -> None:
+            """Close after an answer; lingering when the client is still sending its body."""
+            if (
+                self.conn.their_state is not h11.SEND_BODY
+                or self.transport.is_closing()
+                or not self.transport.can_write_eof()
+            ):
+                self.transport.close()
+                return
+            self._lingering = True
+            self._linger_deadline = self.loop.time() + linger_s
+            self.transport.write_eof()  # FIN once the answer is out; the client can read it all
+            self.flow.resume_reading()
+            self._arm_linger_timer()
+            # Body bytes h11 already holds count towards its end like the rest.
+            self._drop(b"")
+
+        def _drop(self, data: bytes) -> None:
+            """Read ``data`` of the refused body and drop it; close at its end or past a bound."""
+            self._linger_bytes += len(data)
+            if self._linger_bytes > linger_max_bytes:
+                self.transport.close()
+                return
+            try:
+                if data:  # h11 reads an empty chunk as the end of the stream
+                    self.conn.receive_data(data)
+                while (event := self.conn.next_event()) not in (h11.NEED_DATA, h11.PAUSED):
+                    if isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                        self.transport.close()  # the body has ended: closing now resets nothing
+                        return
+            except h11.RemoteProtocolError:
+                self.transport.close()
+                return
+            if data:
+                self._arm_linger_timer()
+
+        def _arm_linger_timer(self) -> None:
+            if self._linger_timer is not None:
+                self._linger_timer.cancel()
+            wait = min(linger_idle_s, self._linger_deadline - self.loop.time())
+            self._linger_timer = self.loop.call_later(max(wait, 0.0), self.transport.close)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()

@@ -123,6 +123,14 @@ class Settings(BaseSettings):
     upload_rate_grace_s: float = Field(
         5.0, ge=0.0, le=300.0, description="Seconds an upload may take before the minimum rate applies."
     )
+    upload_linger_s: float = Field(
+        10.0,
+        gt=0.0,
+        le=300.0,
+        description="After an answer given before the body was read (503 overloaded, 413, 408), the "
+        "longest the rest of the body is read and dropped so that the client can read the answer "
+        "(a lingering close; nginx's lingering_time); CXR_UPLOAD_IDLE_TIMEOUT_S still applies.",
+    )
     overlay_max_side: int = Field(512, ge=16, le=4096, description="Longest side of the Grad-CAM PNG.")
     decision_threshold: float | None = Field(
         None,

@@ -72,6 +72,18 @@ class RawUpload:
         body = reply.read()
         return reply.status, {name.lower(): value for name, value in reply.getheaders()}, body
 
+    def hung_up(self) -> bool:
+        """Whether the server has closed the socket for good: a byte sent to a closed socket is
+        answered with a reset, which the next send reports. (A half-close alone - the server's FIN
+        after its answer - still takes bytes.)"""
+        try:
+            self._sock.sendall(b"x")
+            time.sleep(0.1)
+            self._sock.sendall(b"x")
+        except OSError:
+            return True
+        return False
+
     def close(self) -> None:
         self._sock.close()
 

@@ -88,6 +88,92 @@ def test_uploads_past_the_bytes_in_flight_budget_are_refused_at_once(
     assert post_file(small_upload_budget, FILM).status_code == 200
 
 
+# An 8.4 MB film, the size of a 2048 x 2048 12-bit DICOM: far more than the socket buffers hold, so
+# the client is still sending when the service answers. What it holds does not matter: it is refused
+# before it is read.
+LARGE_FILM = bytes(range(256)) * (8_400_000 // 256)
+
+
+@pytest.fixture(scope="module")
+def large_upload_budget(tiny_model_dir: Path, api_keys_file: Path) -> Iterator[httpx.Client]:
+    """Room for one large upload in flight, not two."""
+    yield from live_client(tiny_model_dir, api_keys_file, upload_bytes_in_flight=int(len(LARGE_FILM) * 1.5))
+
+
+def test_a_large_upload_past_the_budget_reads_its_503_not_a_reset(large_upload_budget: httpx.Client) -> None:
+    """The service answers 503 before reading the body; closing at once with the body unread made the
+    kernel reset the connection, and the client - sending its 8.4 MB before reading, as every HTTP
+    library does - got a connection reset instead of the answer (issue 20). Now the rest of the body
+    is read and dropped (a lingering close) and the answer arrives whole."""
+    base = str(large_upload_budget.base_url)
+    with RawUpload(base, LARGE_FILM, AUTH_HEADERS, send=100) as holder:
+        wait_until(lambda: _in_flight(large_upload_budget) > 0, "the first upload to reserve its bytes")
+        held = _in_flight(large_upload_budget)
+        for _ in range(3):
+            # As bench.http_load and most clients do: the whole request written, then the answer read.
+            with RawUpload(base, LARGE_FILM, AUTH_HEADERS, send=0) as refused:
+                refused.send_rest()
+                status, headers, body = refused.response()
+            assert (status, headers["connection"]) == (503, "close")
+            assert headers["retry-after"] == str(RETRY_AFTER_S)
+            assert strict_json(httpx.Response(status, content=body))["code"] == "overloaded"
+        # httpx reads an answer even when its write fails; the same answer either way.
+        refused_httpx = post_file(large_upload_budget, LARGE_FILM)
+        assert refused_httpx.status_code == 503, refused_httpx.text
+        assert strict_json(refused_httpx)["code"] == "overloaded"
+        # The dropped bytes were never counted: only the holder's reservation is in flight.
+        assert _in_flight(large_upload_budget) == held
+        assert not holder.hung_up()
+    wait_until(lambda: _in_flight(large_upload_budget) == 0, "the reservation to be handed back")
+
+
+@pytest.fixture(scope="module")
+def lingering(tiny_model_dir: Path, api_keys_file: Path) -> Iterator[httpx.Client]:
+    """Short lingering bounds: 3 s in all, 1 s idle, about 1 MiB (the largest accepted upload)."""
+    yield from live_client(
+        tiny_model_dir,
+        api_keys_file,
+        max_upload_bytes=1024 * 1024,
+        upload_linger_s=3.0,
+        upload_idle_timeout_s=1.0,
+    )
+
+
+def _refused_too_large(client: httpx.Client, size: int) -> RawUpload:
+    """A raw upload of ``size`` bytes with 100 of them sent, and its 413 read (refused from its
+    Content-Length, before reading): the service is now lingering on the rest."""
+    upload = RawUpload(str(client.base_url), bytes(size), AUTH_HEADERS, send=100)
+    status, headers, body = upload.response()
+    assert (status, headers["connection"]) == (413, "close")
+    assert strict_json(httpx.Response(status, content=body))["code"] == "upload_too_large"
+    return upload
+
+
+def test_a_lingering_close_ends_when_the_client_goes_idle(lingering: httpx.Client) -> None:
+    with _refused_too_large(lingering, 2 * 1024 * 1024) as upload:
+        time.sleep(2.0)  # past the 1 s idle timeout, before the 3 s bound
+        assert upload.hung_up()
+
+
+def test_a_lingering_close_ends_after_its_time_bound(lingering: httpx.Client) -> None:
+    with _refused_too_large(lingering, 2 * 1024 * 1024) as upload:
+        started = time.monotonic()
+        trickle = upload.trickle(0.2)  # never idle for 1 s; the body would take days
+        trickle.join(timeout=10.0)
+        assert not trickle.is_alive(), "the service never hung up"
+        assert 2.5 < time.monotonic() - started < 6.0
+
+
+def test_a_lingering_close_drops_no_more_than_the_largest_upload(lingering: httpx.Client) -> None:
+    """A client pouring bytes in is cut off after about the largest accepted upload (1 MiB here, plus
+    what the socket buffers hold), long before the time bound; nothing is buffered meanwhile."""
+    with _refused_too_large(lingering, 64 * 1024 * 1024) as upload:
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            upload.send_rest()
+        assert time.monotonic() - started < 2.5
+
+
 @pytest.fixture(scope="module")
 def impatient(tiny_model_dir: Path, api_keys_file: Path) -> Iterator[httpx.Client]:
     yield from live_client(
