@@ -40,6 +40,7 @@ import asyncio
 import json
 import logging
 import sys
+import weakref
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -133,7 +134,16 @@ class _CycleTransport:
 
     def __init__(self, transport: asyncio.Transport, close: Callable[[], None]) -> None:
         self._transport = transport
-        self.close = close
+        # Weak: protocol -> cycle -> this -> protocol would be a reference cycle, and each closed
+        # connection (its request body buffer included) would wait for the garbage collector.
+        self._close = weakref.WeakMethod(close)
+
+    def close(self) -> None:
+        close = self._close()
+        if close is None:
+            self._transport.close()
+        else:
+            close()
 
     def write(self, data: bytes) -> None:
         self._transport.write(data)
