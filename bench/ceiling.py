@@ -46,10 +46,12 @@ class Variant:
     step: Callable[[], object]
 
 
-def session(path: Path, threads: int, providers: list[ProviderSpec] | None = None) -> ort.InferenceSession:
+def session(
+    path: Path, threads: int, providers: list[ProviderSpec] | None = None, *, spinning: bool = True
+) -> ort.InferenceSession:
     """A session as the service makes it (``service.inference.providers.session_options``);
-    threads 0 = its default."""
-    options = session_options(Settings(intra_op_threads=threads))
+    threads 0 = its default; ``spinning``: ONNX Runtime's threads busy-wait for work (its default)."""
+    options = session_options(Settings(intra_op_threads=threads, ort_spinning=spinning))
     return ort.InferenceSession(str(path), options, providers=providers or [CPU])
 
 

@@ -178,6 +178,11 @@ class Settings(BaseSettings):
         "request, below Kubernetes' terminationGracePeriodSeconds.",
     )
     intra_op_threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads; 0 = default.")
+    ort_spinning: bool = Field(
+        False,
+        description="Let ONNX Runtime's threads spin (busy-wait) for work, its own default. Off, they "
+        "sleep and leave the CPUs to decoding, the event loop and the overlay (reports/bench/load-*).",
+    )
     max_concurrent_predictions: int = Field(
         16,
         ge=1,

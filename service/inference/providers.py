@@ -84,6 +84,9 @@ def session_options(settings: Settings) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    spin = "1" if settings.ort_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
     # Fatal only. ORT writes its messages straight to stderr, outside the JSON log format, and every
     # error it would print there (a failed run, a model it cannot load) also reaches us as an exception.
     options.log_severity_level = 4

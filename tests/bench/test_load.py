@@ -33,6 +33,10 @@ def test_a_short_load_run_reports_every_cell_and_ratio(tiny_model_dir: Path, tin
     assert set(report["services"]) == {"before", "batched", "unbatched"}
     assert all(s["rss_mb_at_rest"] > 0 for s in report["services"].values())
     assert set(report["ceiling"]) == {"b1", "b2", "b8", "b32"}
+    for ceiling in report["ceiling"].values():
+        # Timed with ORT's threads spinning and not; the better one is the ceiling.
+        assert set(ceiling["spinning"]) == {"spin on", "spin off"}
+        assert ceiling["images_per_s"] == max(v["images_per_s"] for v in ceiling["spinning"].values())
     cells = {(c["mode"], c["kind"], c["concurrency"]) for c in report["cells"]}
     for mode in ("before", "batched", "unbatched"):
         assert {(mode, "png-224", 1), (mode, "png-224", 2), (mode, "dicom-full", 2)} <= cells

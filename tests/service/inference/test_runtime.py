@@ -11,7 +11,14 @@ import pytest
 
 from service.contract import ModelCard
 from service.contract.model_card import CARD_FILENAME, ONNX_FILENAME
-from service.inference.providers import CPU, CUDA, TENSORRT, select_providers, tensorrt_options
+from service.inference.providers import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    select_providers,
+    session_options,
+    tensorrt_options,
+)
 from service.inference.runtime import ModelRuntime
 from service.settings import Settings
 from service.store.errors import ModelLoadError
@@ -177,6 +184,18 @@ def test_io_binding_gives_the_same_outputs_as_a_plain_run(tiny_model_dir: Path) 
         assert not isinstance(a, Exception) and not isinstance(b, Exception)
         assert np.array_equal(a.probabilities, b.probabilities) and np.array_equal(a.cams, b.cams)
         assert a.ood_score == b.ood_score
+
+
+def test_thread_spinning_is_a_setting_that_leaves_the_outputs_alone(tiny_model_dir: Path) -> None:
+    for spinning, entry in ((True, "1"), (False, "0")):
+        options = session_options(Settings(ort_spinning=spinning))
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
+        assert options.get_session_config_entry("session.inter_op.allow_spinning") == entry
+    spinning, sleeping = _load(tiny_model_dir, ort_spinning=True), _load(tiny_model_dir, ort_spinning=False)
+    films = np.random.default_rng(1).random((3, 1, 64, 64), dtype=np.float32)
+    for a, b in zip(spinning.infer_batch(films), sleeping.infer_batch(films), strict=True):
+        assert not isinstance(a, Exception) and not isinstance(b, Exception)
+        assert np.array_equal(a.probabilities, b.probabilities) and np.array_equal(a.cams, b.cams)
 
 
 @pytest.mark.skipif(CUDA in ort.get_available_providers(), reason="this machine has CUDA")
