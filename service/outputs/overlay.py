@@ -46,13 +46,19 @@ def jet(values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return rgb
 
 
-def overlay_background(film: npt.NDArray[np.float32], max_side: int) -> npt.NDArray[np.float32]:
+def overlay_background(
+    film: npt.NDArray[np.float32], max_side: int, model_input: npt.NDArray[np.float32] | None = None
+) -> npt.NDArray[np.float32]:
     """The film shrunk to fit ``max_side`` and display-stretched to [0, 1]: all the overlay needs of it.
 
     Computed as soon as the film is decoded, so the full-resolution plane can be freed while the
-    film waits for its batch.
+    film waits for its batch. ``model_input`` ([H, W], from ``service.contract.to_model_input``) is
+    the same film through the same resize and stretch: when the overlay has its size (a 224 px film
+    for a 224 px model), it is the background, bit for bit, and is reused rather than recomputed.
     """
     height, width = overlay_size(film.shape[0], film.shape[1], max_side)
+    if model_input is not None and model_input.shape == (height, width):
+        return model_input
     return stretch_contrast(resize_plane(film, height, width))
 
 

@@ -35,7 +35,7 @@ def triage_film(data: bytes, runtime: ModelRuntime, *, max_pixels: int, overlay_
     tensor, decoded = runtime.prepare(data, max_pixels)
     if decoded.dicom is None:
         raise InputError("not_dicom", "The spooled instance is not a DICOM film.", 422)
-    background = overlay_background(decoded.pixels, overlay_max_side)
+    background = overlay_background(decoded.pixels, overlay_max_side, tensor[0])
     del decoded
     inference = runtime.submit(tensor).result()  # joins the service's micro-batches
     if runtime.is_out_of_distribution(inference):

@@ -165,7 +165,9 @@ class _Analysis:
 def _prepare(data: bytes, runtime: ModelRuntime, limits: DecodeLimits, overlay_max_side: int | None) -> _Film:
     """Decode and preprocess (CPU-bound: runs on a worker thread, never on the event loop)."""
     tensor, decoded = runtime.prepare(data, limits=limits)
-    background = None if overlay_max_side is None else overlay_background(decoded.pixels, overlay_max_side)
+    background = (
+        None if overlay_max_side is None else overlay_background(decoded.pixels, overlay_max_side, tensor[0])
+    )
     return _Film(tensor, decoded.source_format, decoded.width, decoded.height, decoded.dicom, background)
 
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from service.contract import decode_image
-from service.contract.preprocess import resize_plane
+from service.contract.preprocess import load_model_input, resize_plane
 from service.outputs.overlay import (
     blend_overlay,
     film_png,
@@ -18,7 +18,7 @@ from service.outputs.overlay import (
     overlay_size,
     render_overlay,
 )
-from tests.factories import KERMANY_TRAIN, chest_like
+from tests.factories import KERMANY_TRAIN, chest_like, png_bytes
 
 
 @pytest.mark.parametrize(
@@ -120,6 +120,16 @@ def test_overlay_pixels_equal_the_plain_formula_on_films() -> None:
             png = blend_overlay(background, cam)
             assert np.array_equal(_decode(png), _reference_overlay(background, cam)), i
             assert np.array_equal(overlay_pixels(background, cam), _decode(png))
+
+
+def test_a_model_input_of_the_overlays_size_is_reused_as_its_background() -> None:
+    """A 224 px film for a 224 px model: the model input is the overlay background, bit for bit."""
+    for height, width in ((224, 224), (300, 200)):
+        model_input, decoded = load_model_input(png_bytes(chest_like(height, width, seed=5)), 224, 224)
+        computed = overlay_background(decoded.pixels, 512)
+        reused = overlay_background(decoded.pixels, 512, model_input[0])
+        assert np.array_equal(reused, computed) and reused.dtype == computed.dtype
+        assert np.shares_memory(reused, model_input) == ((height, width) == (224, 224))
 
 
 def test_film_png_is_the_background_pixel_for_pixel() -> None:
