@@ -127,13 +127,15 @@ def combine_ceilings(
 ) -> dict[str, Any]:
     """Per batch: the mean of before and after for each spinning setting, and the better of the two
     as the ceiling the service is measured against."""
+
+    def mean(spin: str, b: int) -> float:
+        return (before[f"b{b} {spin}"]["images_per_s"] + after[f"b{b} {spin}"]["images_per_s"]) / 2
+
     ceiling: dict[str, Any] = {}
     for b in batches:
-        by_spin = {
+        by_spin: dict[str, dict[str, Any]] = {
             spin: {
-                "images_per_s": round(
-                    (before[f"b{b} {spin}"]["images_per_s"] + after[f"b{b} {spin}"]["images_per_s"]) / 2, 1
-                ),
+                "images_per_s": round(mean(spin, b), 1),
                 "images_per_s_before_after": [
                     round(before[f"b{b} {spin}"]["images_per_s"], 1),
                     round(after[f"b{b} {spin}"]["images_per_s"], 1),
@@ -142,7 +144,7 @@ def combine_ceilings(
             }
             for spin in SPINNING
         }
-        best = max(by_spin, key=lambda spin: by_spin[spin]["images_per_s"])
+        best = max(SPINNING, key=lambda spin: mean(spin, b))
         ceiling[f"b{b}"] = {**by_spin[best], "best_of": best, "spinning": by_spin}
     return ceiling
 

@@ -187,8 +187,8 @@ def test_io_binding_gives_the_same_outputs_as_a_plain_run(tiny_model_dir: Path) 
 
 
 def test_thread_spinning_is_a_setting_that_leaves_the_outputs_alone(tiny_model_dir: Path) -> None:
-    for spinning, entry in ((True, "1"), (False, "0")):
-        options = session_options(Settings(ort_spinning=spinning))
+    for spin, entry in ((True, "1"), (False, "0")):
+        options = session_options(Settings(ort_spinning=spin))
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
         assert options.get_session_config_entry("session.inter_op.allow_spinning") == entry
     spinning, sleeping = _load(tiny_model_dir, ort_spinning=True), _load(tiny_model_dir, ort_spinning=False)
