@@ -23,7 +23,8 @@ every protocol-level refusal goes out. So:
   header bytes would otherwise hold its socket forever (the classic slow-loris).
 
 An answer given before the request body is read (503 ``overloaded`` when the upload budget is
-spent, 413, 408 mid-upload) goes out with ``Connection: close``. Closing the socket at once, with
+spent, 413, 408 mid-upload, and any other: 401 without a key, 404, a 400 from the multipart parser)
+goes out with ``Connection: close``. Closing the socket at once, with
 body bytes still unread in it, makes the kernel send a reset, and a client still sending (most
 send the whole body before they read; bench.http_load does) gets a broken pipe or reset instead of
 the answer. So such a connection gets a *lingering close*, as nginx and Apache do: the answer is
@@ -99,6 +100,25 @@ class _CheckedConnection(h11.Connection):
     def _fail(self, error: h11.RemoteProtocolError) -> None:
         # uvicorn catches it like h11's own and calls send_400_response, which closes the connection.
         raise error
+
+    def send(self, event: Any) -> bytes | None:  # type: ignore[override]  # one body for h11's overloads
+        if (
+            isinstance(event, h11.Response)
+            and self.their_state is h11.SEND_BODY
+            and (b"connection", b"close") not in event.headers
+        ):
+            # Answered before its body was read (401, 404, 400 to a POST): uvicorn would read and
+            # drop the rest for as long as bytes come, each resetting its keep-alive timer, so a
+            # byte a second would hold the socket forever. Say so, and close: the lingering close.
+            headers = [(name, value) for name, value in event.headers if name != b"connection"]
+            event = h11.Response(
+                status_code=event.status_code,
+                headers=[*headers, (b"connection", b"close")],
+                reason=event.reason,
+                http_version=event.http_version,
+            )
+        data: bytes | None = super().send(event)
+        return data
 
 
 def _refusal(error: BaseException | None, pending: bytes, max_head: int) -> tuple[int, str, str]:

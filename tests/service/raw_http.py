@@ -27,13 +27,15 @@ class RawUpload:
     ``with RawUpload(url, data, headers, send=100) as upload: ...; upload.send_rest(); upload.response()``
     """
 
-    def __init__(self, base_url: str, data: bytes, headers: Mapping[str, str], *, send: int) -> None:
+    def __init__(
+        self, base_url: str, data: bytes, headers: Mapping[str, str], *, send: int, path: str = "/v1/predict"
+    ) -> None:
         parts = urlsplit(base_url)
         self.body, content_type = multipart(data)
         self._sent = 0
         self._sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=30)
         lines = [
-            "POST /v1/predict HTTP/1.1",
+            f"POST {path} HTTP/1.1",
             f"Host: {parts.netloc}",
             f"Content-Type: {content_type}",
             f"Content-Length: {len(self.body)}",

@@ -174,6 +174,25 @@ def test_a_lingering_close_drops_no_more_than_the_largest_upload(lingering: http
         assert time.monotonic() - started < 2.5
 
 
+@pytest.mark.parametrize(
+    ("path", "headers", "status"), [("/v1/predict", {}, 401), ("/v1/nowhere", AUTH_HEADERS, 404)]
+)
+def test_an_early_answer_kept_alive_still_ends_a_trickled_body(
+    lingering: httpx.Client, path: str, headers: dict[str, str], status: int
+) -> None:
+    """Refused before its body is read (uvicorn would keep such a connection alive and drain it
+    forever): the answer says Connection: close, and a client trickling the body (a byte every
+    0.2 s, never idle for 1 s) is hung up on within the 3 s lingering bound."""
+    with RawUpload(str(lingering.base_url), bytes(2 * 1024 * 1024), headers, send=100, path=path) as upload:
+        answered, answer_headers, _ = upload.response()
+        assert (answered, answer_headers.get("connection")) == (status, "close")  # clients do not reuse it
+        started = time.monotonic()
+        trickle = upload.trickle(0.2)
+        trickle.join(timeout=10.0)
+        assert not trickle.is_alive(), "the service never hung up"
+        assert time.monotonic() - started < 6.0
+
+
 @pytest.fixture(scope="module")
 def impatient(tiny_model_dir: Path, api_keys_file: Path) -> Iterator[httpx.Client]:
     yield from live_client(
