@@ -2,11 +2,15 @@
 synthetic films built in code and exported to ONNX exactly as the default model is."""
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 
 from tests.factories import KERMANY_TRAIN, chest_like, png_bytes
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 TINY_SIZE = 64
 TINY_CLASSES = ("NORMAL", "PNEUMONIA")
@@ -32,26 +36,31 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_dataset(tmp_path_factory.mktemp("tiny-data"))
 
 
+def tiny_train_config(data_dir: Path, output_dir: Path, run_name: str, **fields: Any) -> "TrainConfig":
+    """A baseline CNN on small synthetic films, seconds on a CPU; ``fields`` override TrainConfig's."""
+    from training.config import TrainConfig
+
+    defaults: dict[str, Any] = {
+        "backbone": "baseline_cnn",
+        "weights": "none",
+        "image_size": TINY_SIZE,
+        "patient_pattern": r"(?P<patient>person\d+)",
+        "batch_size": 8,
+        "head_epochs": 0,
+        "finetune_epochs": 4,
+        "finetune_lr": 3e-3,
+        "patience": 4,
+        "threads": 2,
+    }
+    return TrainConfig(data_dir=data_dir, output_dir=output_dir, run_name=run_name, **{**defaults, **fields})
+
+
 @pytest.fixture(scope="session")
 def tiny_run_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.config import TrainConfig
     from training.fit.engine import train
 
-    config = TrainConfig(
-        data_dir=tiny_dataset,
-        backbone="baseline_cnn",
-        weights="none",
-        image_size=TINY_SIZE,
-        patient_pattern=r"(?P<patient>person\d+)",
-        batch_size=8,
-        head_epochs=1,
-        finetune_epochs=4,
-        head_lr=3e-3,
-        finetune_lr=3e-3,
-        patience=4,
-        output_dir=tmp_path_factory.mktemp("runs"),
-        run_name="tiny",
-        threads=2,
+    config = tiny_train_config(
+        tiny_dataset, tmp_path_factory.mktemp("runs"), "tiny", head_epochs=1, head_lr=3e-3
     )
     return train(config).run_dir
 

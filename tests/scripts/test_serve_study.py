@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scripts.serve_study import drawn_test_films, main, other_images
-from tests.conftest import TINY_SIZE, write_tiny_dataset
+from tests.conftest import tiny_train_config, write_tiny_dataset
 from training.fit.run_folder import read_split
 from training.ood.film_set import blank_images, noise_images
 
@@ -17,25 +17,14 @@ PER_CLASS = 2
 
 @pytest.fixture(scope="module")
 def study_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.config import TrainConfig
     from training.fit.engine import train
 
-    config = TrainConfig(
-        data_dir=write_tiny_dataset(tmp_path_factory.mktemp("study-data")),
-        backbone="baseline_cnn",
-        weights="none",
-        image_size=TINY_SIZE,
-        patient_pattern=r"(?P<patient>person\d+)",
+    config = tiny_train_config(
+        write_tiny_dataset(tmp_path_factory.mktemp("study-data")),
+        tmp_path_factory.mktemp("runs"),
+        "study",
         val_fraction=0.25,
         test_fraction=0.25,
-        batch_size=8,
-        head_epochs=0,
-        finetune_epochs=4,
-        finetune_lr=3e-3,
-        patience=4,
-        output_dir=tmp_path_factory.mktemp("runs"),
-        run_name="study",
-        threads=2,
     )
     return train(config).run_dir
 

@@ -12,6 +12,7 @@ import pytest
 
 from service.contract import ModelCard
 from service.contract.model_card import CARD_FILENAME
+from tests.conftest import tiny_train_config
 from tests.factories import chest_like, png_bytes
 from tests.service.live import live_client, post_file, strict_json
 
@@ -43,25 +44,18 @@ def four_class_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def four_class_model(four_class_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.config import TrainConfig
     from training.export.exporter import export_run
     from training.fit.engine import train
 
-    config = TrainConfig(
-        data_dir=four_class_data,
-        backbone="baseline_cnn",
-        weights="none",
+    config = tiny_train_config(
+        four_class_data,
+        tmp_path_factory.mktemp("runs"),
+        "four-class",
         image_size=SIZE,
         split_method="image",  # no patient ids, as in the leukemia set
         val_fraction=0.25,
-        batch_size=8,
-        head_epochs=0,
         finetune_epochs=8,
-        finetune_lr=3e-3,
         patience=8,
-        output_dir=tmp_path_factory.mktemp("runs"),
-        run_name="four-class",
-        threads=2,
     )
     run_dir = train(config).run_dir
     return export_run(run_dir, tmp_path_factory.mktemp("store"), "leukemia-like", "1", ood=True)
