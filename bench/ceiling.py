@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ import onnx
 import onnxruntime as ort
 
 from bench.films import film_paths
+from bench.output import command_line
 from service.contract import ModelCard, load_model_input
 from service.contract.model_card import CAM_OUTPUT, CARD_FILENAME, ONNX_FILENAME, PROBABILITIES_OUTPUT
 from service.inference.providers import CPU, ProviderSpec, execution_providers, session_options
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds=args.seconds,
         threads=args.threads,
     )
-    report["command"] = "python -m bench.ceiling " + shlex.join(argv if argv is not None else sys.argv[1:])
+    report["command"] = command_line("bench.ceiling", argv)
     text = format_report(report)
     print(text)
     if args.out is not None:

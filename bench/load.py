@@ -27,7 +27,6 @@ PNG, JSON), the mean time the app saw it, and the mean latency the client saw.
 
 import argparse
 import asyncio
-import shlex
 import sys
 import time
 from contextlib import ExitStack
@@ -43,7 +42,7 @@ import numpy as np
 from bench.ceiling import Variant, film_tensors, session, time_variants
 from bench.films import RASTER_SUFFIXES, film_paths, full_size_dicom, full_size_png, grey_png
 from bench.http_load import LoadResult, drive, predict_request
-from bench.output import machine, write_report
+from bench.output import command_line, machine, publish
 from bench.service_process import REPO_ROOT, RunningService, latency_percentiles, running_service
 from service.contract import ModelCard
 from service.contract.model_card import CARD_FILENAME, ONNX_FILENAME
@@ -331,16 +330,13 @@ def ratios(
                         c["images_per_s"] / ceiling[f"b{concurrency}"]["images_per_s"], 3
                     )
         for concurrency in concurrencies:
-            batched, unbatched = cell("batched", kind, concurrency), cell("unbatched", kind, concurrency)
-            if batched and unbatched and unbatched["images_per_s"]:
-                out[f"batched / unbatched {kind} c{concurrency}"] = round(
-                    batched["images_per_s"] / unbatched["images_per_s"], 3
-                )
-            before = cell("before", kind, concurrency)
-            if batched and before and before["images_per_s"]:
-                out[f"batched / before {kind} c{concurrency}"] = round(
-                    batched["images_per_s"] / before["images_per_s"], 3
-                )
+            batched = cell("batched", kind, concurrency)
+            for other in ("unbatched", "before"):  # the gain from batching; from the change measured
+                base = cell(other, kind, concurrency)
+                if batched and base and base["images_per_s"]:
+                    out[f"batched / {other} {kind} c{concurrency}"] = round(
+                        batched["images_per_s"] / base["images_per_s"], 3
+                    )
         for mode in modes:
             for concurrency in concurrencies:
                 c = cell(mode, kind, concurrency)
@@ -482,10 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         ceiling_seconds=args.ceiling_seconds,
     )
     report = run_load(config)
-    report["command"] = "python -m bench.load " + shlex.join(argv if argv is not None else sys.argv[1:])
-    text = format_report(report)
-    print(text)
-    write_report(args.out, report, text)
+    report["command"] = command_line("bench.load", argv)
+    publish(report, format_report(report), args.out)
     return 0
 
 

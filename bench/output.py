@@ -4,6 +4,8 @@ and OUT.txt (the table, for people)."""
 import json
 import os
 import platform
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,3 +29,14 @@ def write_report(out: Path | None, report: dict[str, Any], text: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     out.with_suffix(".txt").write_text(text)
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """How the benchmark was run, for its report: ``python -m <module> <its arguments>``."""
+    return f"python -m {module} " + shlex.join(argv if argv is not None else sys.argv[1:])
+
+
+def publish(report: dict[str, Any], text: str, out: Path | None) -> None:
+    """Print the table and write both forms under ``out`` (see ``write_report``)."""
+    print(text)
+    write_report(out, report, text)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.stages import plain_overlay_pixels
 from service.contract import decode_image
-from service.contract.preprocess import load_model_input, resize_plane
+from service.contract.preprocess import load_model_input
 from service.outputs.overlay import (
     blend_overlay,
     film_png,
@@ -78,23 +79,6 @@ def test_constant_film_and_empty_cam_still_render() -> None:
     assert _decode(png).shape == (64, 48, 3)
 
 
-def _reference_overlay(background: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The overlay as first written (plain numpy expressions, Pillow's encoder): the pixels the
-    faster in-place blend and PNG writer must reproduce bit for bit."""
-    height, width = background.shape
-    heat = resize_plane(normalise_cam(cam), height, width)
-    v = np.clip(heat, 0.0, 1.0)[..., np.newaxis]
-    centres = np.array([0.75, 0.5, 0.25], dtype=np.float32)
-    colours = np.clip(1.5 - np.abs(4.0 * (v - centres)), 0.0, 1.0).astype(np.float32)
-    gray = np.repeat(background[..., np.newaxis], 3, axis=2)
-    weight = (alpha * heat)[..., np.newaxis]
-    blended = (1.0 - weight) * gray + weight * colours
-    rgb = np.clip(np.rint(blended * 255.0), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=1)
-    return _decode(buffer.getvalue()).astype(np.uint8)
-
-
 def _films() -> list[np.ndarray]:
     """Real Kermany films where the shared data is present, synthetic ones always."""
     films = [chest_like(300, 200, seed=s).astype(np.float32) for s in range(3)]
@@ -118,7 +102,7 @@ def test_overlay_pixels_equal_the_plain_formula_on_films() -> None:
         ]
         for cam in cams:
             png = blend_overlay(background, cam)
-            assert np.array_equal(_decode(png), _reference_overlay(background, cam)), i
+            assert np.array_equal(_decode(png), plain_overlay_pixels(background, cam)), i
             assert np.array_equal(overlay_pixels(background, cam), _decode(png))
 
 
