@@ -127,7 +127,8 @@ class Settings(BaseSettings):
         10.0,
         gt=0.0,
         le=300.0,
-        description="After an answer given before the body was read (503 overloaded, 413, 408), the "
+        description="After an answer given before the body was read (503 overloaded, 413, 408, or any "
+        "other, e.g. a 401 to a POST), the "
         "longest the rest of the body is read and dropped so that the client can read the answer "
         "(a lingering close; nginx's lingering_time); CXR_UPLOAD_IDLE_TIMEOUT_S still applies.",
     )

@@ -13,7 +13,6 @@ from typing import Literal
 
 from service.contract import DecodeLimits, decode_image
 from service.errors import ServiceError
-from service.outputs.dicom_results import secondary_capture_png
 from service.outputs.overlay import film_png, overlay_background
 from service.pacs.jobs import DEAD, DONE, QUEUED, TRIAGING, Job, JobTable
 from service.pacs.spool import Spool
@@ -97,11 +96,6 @@ def read_spooled(spool: Spool, job: Job, kind: SpooledKind) -> bytes:
         return spool.read(name)
     except FileNotFoundError:
         raise expired(job) from None
-
-
-def overlay_png(sc: bytes) -> bytes:
-    """The Grad-CAM overlay (the heat map over the film) as the SC holds it, as an RGB PNG."""
-    return secondary_capture_png(sc)
 
 
 def bare_film_png(film: bytes, limits: DecodeLimits, max_side: int) -> bytes:

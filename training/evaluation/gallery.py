@@ -1,7 +1,6 @@
 """The Grad-CAM gallery: the most confident right and wrong calls, each with the map of the class
 it was called as, coloured and blended exactly as the service's overlay does it."""
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,9 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from PIL import Image
 
-from service.outputs.overlay import blend_overlay, overlay_background
+from service.outputs.overlay import overlay_background, overlay_pixels
 from training.evaluation.results import GalleryCase, GalleryFilms
 from training.stats.metrics import FloatArray, IntArray
 
@@ -64,7 +62,7 @@ def gallery_films(
 
 def _overlay_rgb(film: np.ndarray, cam: np.ndarray) -> np.ndarray:
     background = overlay_background(film, max(film.shape))
-    return np.asarray(Image.open(io.BytesIO(blend_overlay(background, cam))).convert("RGB"))
+    return overlay_pixels(background, cam)
 
 
 def plot_gallery(cases: Sequence[GalleryCase], films: GalleryFilms, path: Path) -> None:

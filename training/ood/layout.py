@@ -39,7 +39,6 @@ FRAMING: dict[str, tuple[Callable[[Plane, float], Plane], float]] = {
     "border": (border, 0.25),
     "rotate": (rotate, 20.0),
 }
-LAYOUT_SHIFTS = tuple(FRAMING)
 # Wrong views, kept apart from the framing above: a centred patch of 60 % is a 20 % zoom.
 BAND = (0.2, 0.55)  # share of the film kept along one axis
 PATCH = (0.25, 0.5)  # share kept along both
@@ -100,7 +99,7 @@ def framed_copies(planes: Plane, rng: np.random.Generator) -> list[Plane]:
     height, width = planes.shape[-2:]
     copies = []
     for plane in planes:
-        frame, largest = FRAMING[LAYOUT_SHIFTS[rng.integers(len(LAYOUT_SHIFTS))]]
+        frame, largest = list(FRAMING.values())[rng.integers(len(FRAMING))]
         amount = float(rng.uniform(0.0, largest)) * (
             1.0 if frame is not rotate else float(rng.choice([-1, 1]))
         )

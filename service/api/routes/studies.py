@@ -16,6 +16,7 @@ from service.api.schemas import ErrorResponse, StudyInstance, StudyList, StudySu
 from service.contract import InputError
 from service.contract.uids import MAX_UID_LENGTH, UID_PATTERN, valid_uid
 from service.observability.audit import current_audit
+from service.outputs.dicom_results import secondary_capture_png
 from service.pacs import results
 from service.pacs.gateway import Gateway
 from service.pacs.jobs import Job, StudyFilter
@@ -212,7 +213,7 @@ async def get_overlay(
     study_instance_uid: StudyUid, sop_instance_uid: SopUid, gateway: GatewayDep, limiter: LimiterDep
 ) -> Response:
     sc = await _spooled(gateway, study_instance_uid, sop_instance_uid, "sc")
-    return await _rendered(partial(results.overlay_png, sc), limiter)
+    return await _rendered(partial(secondary_capture_png, sc), limiter)
 
 
 @router.get(
