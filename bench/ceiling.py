@@ -17,6 +17,7 @@ import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from bench.films import film_paths
 from bench.output import command_line
 from service.contract import ModelCard, load_model_input
 from service.contract.model_card import CAM_OUTPUT, CARD_FILENAME, ONNX_FILENAME, PROBABILITIES_OUTPUT
+from service.inference.cpus import available_cpus
 from service.inference.providers import CPU, ProviderSpec, execution_providers, session_options
 from service.settings import Settings
 
@@ -44,14 +46,16 @@ class Variant:
     name: str
     batch: int
     step: Callable[[], object]
+    lanes: int = 1  # threads calling ``step`` at once, as the service's lanes call session.run
 
 
 def session(
     path: Path, threads: int, providers: list[ProviderSpec] | None = None, *, spinning: bool = True
 ) -> ort.InferenceSession:
     """A session as the service makes it (``service.inference.providers.session_options``);
-    threads 0 = its default; ``spinning``: ONNX Runtime's threads busy-wait for work (its default)."""
-    options = session_options(Settings(intra_op_threads=threads, ort_spinning=spinning))
+    threads 0 = every CPU this process may use (one run at a time; the service's lanes share them
+    out instead); ``spinning``: ONNX Runtime's threads busy-wait for work (its default)."""
+    options = session_options(Settings(intra_op_threads=threads or available_cpus(), ort_spinning=spinning))
     return ort.InferenceSession(str(path), options, providers=providers or [CPU])
 
 
@@ -86,7 +90,8 @@ def _subgraph(model: Path, outputs: list[str], folder: Path) -> Path:
 
 
 def time_variants(variants: list[Variant], seconds: float, rounds: int) -> dict[str, dict[str, float]]:
-    """Round-robin timing; per variant images/s and per-call latency percentiles (ms)."""
+    """Round-robin timing; per variant images/s and per-call latency percentiles (ms). A variant
+    with lanes runs ``step`` on that many threads at once, each back to back, for its slice."""
     latencies: dict[str, list[float]] = {v.name: [] for v in variants}
     busy: dict[str, float] = {v.name: 0.0 for v in variants}
     for variant in variants:
@@ -94,14 +99,19 @@ def time_variants(variants: list[Variant], seconds: float, rounds: int) -> dict[
     for _ in range(rounds):
         for variant in variants:
             deadline = time.perf_counter() + seconds / rounds
-            while True:
-                start = time.perf_counter()
-                variant.step()
-                end = time.perf_counter()
-                latencies[variant.name].append(end - start)
-                busy[variant.name] += end - start
-                if end >= deadline:
-                    break
+            if variant.lanes == 1:
+                busy[variant.name] += _calls_until(variant.step, deadline, latencies[variant.name])
+                continue
+            started = time.perf_counter()
+            threads = [
+                threading.Thread(target=_calls_until, args=(variant.step, deadline, latencies[variant.name]))
+                for _ in range(variant.lanes)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            busy[variant.name] += time.perf_counter() - started  # wall time: the lanes overlap
     results = {}
     for variant in variants:
         calls = np.array(latencies[variant.name]) * 1000.0
@@ -113,6 +123,19 @@ def time_variants(variants: list[Variant], seconds: float, rounds: int) -> dict[
             "p95_ms": float(np.percentile(calls, 95)),
         }
     return results
+
+
+def _calls_until(step: Callable[[], object], deadline: float, latencies: list[float]) -> float:
+    """Call ``step`` back to back until ``deadline``; appends each call's seconds, returns their sum."""
+    total = 0.0
+    while True:
+        start = time.perf_counter()
+        step()
+        end = time.perf_counter()
+        latencies.append(end - start)  # list.append is atomic: lanes may share the list
+        total += end - start
+        if end >= deadline:
+            return total
 
 
 def _torch_variants(run_dir: Path, films: Tensor, batches: list[int], threads: int) -> list[Variant]:
@@ -191,7 +214,7 @@ def run_benchmark(
         "cudnn_conv_algo_search": cudnn_search if provider != "cpu" else None,
         "onnxruntime": ort.__version__,
         "machine": f"{platform.processor() or platform.machine()}, {_cpu_count()} CPUs visible",
-        "threads": threads or "ORT default",
+        "threads": threads or available_cpus(),
         "results": results,
         "ratios": ratios(results, batches, int8_dir is not None, torch_run is not None, fp16_dir is not None),
     }
@@ -259,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--films", type=Path, default=Path("../shared/data/kermany224/train"))
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=10.0, help="per variant, over all rounds")
-    parser.add_argument("--threads", type=int, default=0, help="0 = ONNX Runtime's default")
+    parser.add_argument("--threads", type=int, default=0, help="0 = every CPU this process may use")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     if not args.films.is_dir():

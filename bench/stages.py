@@ -21,6 +21,7 @@ import io
 import json
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -137,6 +138,7 @@ def kind_stages(data: bytes, card: ModelCard, cam_size: int, seconds: float) -> 
         "colour_blend_before": cpu_ms(lambda: plain_overlay_pixels(background, cam), seconds),
         "colour_blend": cpu_ms(lambda: overlay_pixels(background, cam), seconds),
         "png_encode_before": cpu_ms(lambda: _before_encode_png(rgb), seconds),
+        "png_encode_zlib": cpu_ms(lambda: encode_png(rgb, deflate=zlib.compress), seconds),
         "png_encode": cpu_ms(lambda: encode_png(rgb), seconds),
         "base64": cpu_ms(lambda: base64.b64encode(png).decode("ascii"), seconds),
         "json_response": cpu_ms(lambda: serializer.to_json(response, by_alias=True), seconds),
@@ -148,6 +150,7 @@ def kind_stages(data: bytes, card: ModelCard, cam_size: int, seconds: float) -> 
         "overlay": [background.shape[1], background.shape[0]],
         "png_bytes": len(png),
         "png_bytes_before": len(png_before),
+        "png_bytes_zlib": len(encode_png(rgb, deflate=zlib.compress)),
         "cpu_ms": {name: round(value, 3) for name, value in stages.items()},
     }
 
@@ -213,7 +216,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"{'CPU ms per film':<24}" + "".join(f"{k:>14}" for k in kinds))
     for name in names:
         lines.append(f"{name:<24}" + "".join(f"{kinds[k]['cpu_ms'][name]:>14}" for k in kinds))
-    for key in ("upload_bytes", "decoded", "overlay", "png_bytes", "png_bytes_before"):
+    for key in ("upload_bytes", "decoded", "overlay", "png_bytes", "png_bytes_zlib", "png_bytes_before"):
         lines.append(f"{key:<24}" + "".join(f"{kinds[k][key]!s:>14}" for k in kinds))
     return "\n".join(lines) + "\n"
 

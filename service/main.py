@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None, pacs_settings: PacsSettings | N
             extra={
                 "execution_provider": runtime.provider,
                 "intra_op_threads": runtime.intra_op_threads,
+                "inference_lanes": runtime.lanes,
                 "decode_threads": decode_threads,
                 "max_batch_size": settings.max_batch_size,
                 "batch_wait_ms": settings.batch_wait_ms,

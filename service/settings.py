@@ -178,7 +178,20 @@ class Settings(BaseSettings):
         "load balancer stops routing here before the listener closes. Keep it, plus the longest "
         "request, below Kubernetes' terminationGracePeriodSeconds.",
     )
-    intra_op_threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads; 0 = default.")
+    inference_lanes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Micro-batches that may run at once, each on its own thread. 0 = one per CPU (at "
+        "most 4) on the CPU provider, one on a GPU (service/inference/lanes.py).",
+    )
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="ONNX Runtime intra-op threads per run; 0 = the CPUs this container may use divided "
+        "by the lanes (at least 1).",
+    )
     ort_spinning: bool = Field(
         False,
         description="Let ONNX Runtime's threads spin (busy-wait) for work, its own default. Off, they "
@@ -201,7 +214,12 @@ class Settings(BaseSettings):
     )
     # Performance: dynamic micro-batching (service/inference/batching.py).
     max_batch_size: int = Field(
-        8, ge=1, le=256, description="Most films per ONNX Runtime run; 1 = no batching."
+        4,
+        ge=1,
+        le=256,
+        description="Most films per ONNX Runtime run; 1 = no batching. On the CPU a single-threaded lane "
+        "runs a film in the same time alone or in a batch, so 4 gives the throughput of 8 with a shorter "
+        "tail and less memory (docs/performance.md); a GPU wants more (the Helm chart's GPU values: 16).",
     )
     batch_wait_ms: float = Field(
         0.0,

@@ -1,10 +1,16 @@
 """Dynamic micro-batching: films from concurrent requests share one ONNX Runtime run.
 
-One worker thread per model owns ``session.run``. A request hands its preprocessed film to
-``submit`` and gets a future. The worker takes the oldest film, then every film already queued, up
-to ``max_batch``; when that is fewer, it may wait for more (the batch window), then runs them as one
-batch and hands each request its own row. Under load, films queue while a batch runs and the next
-batch is fuller.
+Worker threads (``lanes`` of them at most, one per batch that may run at once) own ``session.run``.
+A request hands its preprocessed film to ``submit`` and gets a future. A free worker takes the oldest
+film, then every film already queued, up to ``max_batch``; when that is fewer, it may wait for more
+(the batch window), then runs them as one batch and hands each request its own row. Under load,
+films queue while batches run and the next batch is fuller. A second lane starts only when a film
+arrives and every running lane is busy, so an idle service runs one.
+
+Why lanes: on the CPU, one run with every core as an ONNX Runtime thread waits at each layer for its
+slowest thread, and any Python work (HTTP, decoding) that takes a core from it stalls all of them.
+One single-threaded run per core has no such barrier; ORT sessions allow concurrent runs
+(reports/bench/ceiling-lanes-*).
 
 The window is ``fixed`` (always up to ``max_wait_s``) or ``adaptive``: it follows the arrival rate.
 The worker keeps a moving average of the gap between arrivals and of its own run time; a batch that
@@ -51,6 +57,7 @@ class BatchPolicy:
     max_wait_s: float = 0.0  # fixed: the window; adaptive: its ceiling
     idle_s: float = 5.0
     adaptive: bool = False
+    lanes: int = 1  # batches that may run at once, each on its own worker thread
 
 
 @dataclass
@@ -65,13 +72,14 @@ class MicroBatcher(Generic[R]):
     def __init__(self, run_batch: Callable[[Film], Sequence[R | Exception]], policy: BatchPolicy) -> None:
         """``run_batch`` runs a batch [N, 1, H, W] and returns one result or one exception per film, in
         order; raising means the whole run failed (each film is then retried alone)."""
-        if policy.max_batch < 1 or policy.max_wait_s < 0 or policy.idle_s <= 0:
+        if policy.max_batch < 1 or policy.max_wait_s < 0 or policy.idle_s <= 0 or policy.lanes < 1:
             raise ValueError(f"invalid batch policy {policy}")
         self._run_batch = run_batch
         self._policy = policy
         self._queue: deque[_Job[R]] = deque()
         self._cond = threading.Condition()
-        self._worker: threading.Thread | None = None
+        self._workers = 0  # worker threads alive
+        self._busy = 0  # of those, running a batch (the others wait for films or fill a window)
         # Moving averages for the adaptive window (seconds); None until first measured.
         self._last_arrival: float | None = None
         self._gap: float | None = None
@@ -90,9 +98,7 @@ class MicroBatcher(Generic[R]):
                 self._gap = _ewma(self._gap, now - self._last_arrival)
             self._last_arrival = now
             self._queue.append(job)
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._work, name="cxr-batcher", daemon=True)
-                self._worker.start()
+            self._add_lane_if_all_busy()
             self._cond.notify()
         return job.future
 
@@ -105,6 +111,9 @@ class MicroBatcher(Generic[R]):
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(exc)
+            finally:
+                with self._cond:
+                    self._busy -= 1
 
     def _next_batch(self) -> list[_Job[R]] | None:
         """The next batch, or None once the queue stayed empty for ``idle_s`` (the thread then ends)."""
@@ -114,7 +123,7 @@ class MicroBatcher(Generic[R]):
             while not self._queue:
                 remaining = idle_until - time.monotonic()
                 if remaining <= 0:
-                    self._worker = None  # under the lock: the next submit starts a new thread
+                    self._workers -= 1  # under the lock: the next submit starts a new thread
                     return None
                 self._cond.wait(remaining)
             window = self._window(len(self._queue)) if len(self._queue) < policy.max_batch else 0.0
@@ -131,7 +140,16 @@ class MicroBatcher(Generic[R]):
                 # False when the request gave up (deadline, disconnect) while queued: skip its film.
                 if job.future.set_running_or_notify_cancel():
                     jobs.append(job)
+            self._busy += 1
+            if self._queue:  # films left behind, and this lane is now busy too
+                self._add_lane_if_all_busy()
             return jobs
+
+    def _add_lane_if_all_busy(self) -> None:
+        """Start a worker when every live one is running a batch and lanes are left (lock held)."""
+        if self._busy == self._workers < self._policy.lanes:
+            self._workers += 1
+            threading.Thread(target=self._work, name="cxr-batcher", daemon=True).start()
 
     def window_s(self, queued: int) -> float:
         """How long a batch of ``queued`` films (fewer than ``max_batch``) waits for more now."""

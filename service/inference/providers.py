@@ -6,7 +6,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from service.contract import ModelCard
-from service.inference.cpus import available_cpus
+from service.inference.lanes import lane_layout
 from service.settings import Settings
 from service.store.errors import ModelLoadError
 
@@ -73,14 +73,14 @@ def cuda_options(settings: Settings) -> dict[str, str]:
     return {"cudnn_conv_algo_search": settings.cudnn_conv_algo_search.upper()}
 
 
-def session_options(settings: Settings) -> ort.SessionOptions:
+def session_options(settings: Settings, on_gpu: bool = False) -> ort.SessionOptions:
     """The service's session options, also used by the benchmarks so their ceiling is the service's."""
     options = ort.SessionOptions()
     # ORT's default is one thread per core of the *host*: in a container limited to 2 CPUs on a
-    # 64-core node that is 64 threads fighting over 2 CPUs. Default to the CPUs this process may use.
-    options.intra_op_num_threads = settings.intra_op_threads or available_cpus()
-    # One batch runs at a time (service.inference.batching) and the graph is a chain: inter-op
-    # threads would idle.
+    # 64-core node that is 64 threads fighting over 2 CPUs. The CPUs this process may use are shared
+    # out between the lanes (batches running at once, service.inference.lanes).
+    options.intra_op_num_threads = lane_layout(settings, on_gpu).threads
+    # The graph is a chain: inter-op threads would idle.
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -114,7 +114,7 @@ def tensorrt_options(settings: Settings, card: ModelCard) -> dict[str, str]:
 def create_session(
     model_bytes: bytes, providers: list[ProviderSpec], settings: Settings, onnx_path: Path
 ) -> ort.InferenceSession:
-    options = session_options(settings)
+    options = session_options(settings, on_gpu=providers[0] != CPU)
     try:
         return ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises bare RuntimeError/Fail subclasses; all mean "not loadable"

@@ -23,7 +23,8 @@ from service.contract import DecodedImage, DecodeLimits, ModelCard, load_model_i
 from service.contract.model_card import CAM_OUTPUT, PROBABILITIES_OUTPUT
 from service.inference.batching import BatchPolicy, MicroBatcher
 from service.inference.decision import serving_threshold
-from service.inference.providers import open_session, switch
+from service.inference.lanes import lane_layout
+from service.inference.providers import CPU, open_session, switch
 from service.settings import Settings
 from service.store.errors import ModelLoadError
 from service.store.resolve import resolve_model_dir
@@ -91,6 +92,7 @@ class ModelRuntime:
         # outputs dropped. The CUDA provider re-plans on every change of input shape.
         self.pad_to = pad_to
         self._batcher: MicroBatcher[Inference] = MicroBatcher(self.infer_batch, batch_policy or BatchPolicy())
+        self.lanes = self._batcher.policy.lanes
 
     @classmethod
     def load(cls, settings: Settings, version: str | None = None) -> "ModelRuntime":
@@ -112,6 +114,7 @@ class ModelRuntime:
                 max_batch=settings.max_batch_size,
                 max_wait_s=settings.batch_wait_ms / 1000.0,
                 adaptive=settings.batch_window == "adaptive",
+                lanes=lane_layout(settings, on_gpu=in_use != CPU).lanes,
             ),
             io_binding=switch(settings.io_binding, in_use),
             pad_to=settings.max_batch_size if switch(settings.pad_batches, in_use) else None,

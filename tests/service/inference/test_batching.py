@@ -229,3 +229,47 @@ def test_a_fixed_window_always_waits_its_time() -> None:
     started = time.monotonic()
     assert batcher.submit(np.zeros((1, 4, 4), dtype=np.float32)).result(timeout=30) == 1
     assert time.monotonic() - started >= 0.19
+
+
+def _meeting_point(parties: int) -> Callable[[npt.NDArray[np.float32]], list[int | Exception]]:
+    """A run that returns only once ``parties`` runs are inside it together (or fails after 2 s)."""
+    barrier = threading.Barrier(parties, timeout=2.0)
+
+    def run(films: npt.NDArray[np.float32]) -> list[int | Exception]:
+        barrier.wait()
+        return [len(films)] * len(films)
+
+    return run
+
+
+def test_two_lanes_run_two_batches_at_once() -> None:
+    batcher: MicroBatcher[int] = MicroBatcher(_meeting_point(2), BatchPolicy(max_batch=1, lanes=2))
+    film = np.zeros((1, 4, 4), dtype=np.float32)
+    futures = [batcher.submit(film), batcher.submit(film)]
+    assert [f.result(timeout=30) for f in futures] == [1, 1]  # the barrier of two was met
+
+
+def test_one_lane_never_runs_two_batches_at_once() -> None:
+    batcher: MicroBatcher[int] = MicroBatcher(_meeting_point(2), BatchPolicy(max_batch=1, lanes=1))
+    film = np.zeros((1, 4, 4), dtype=np.float32)
+    futures = [batcher.submit(film), batcher.submit(film)]
+    for future in futures:  # alone in the run, each breaks the barrier: the runs were one at a time
+        with pytest.raises(threading.BrokenBarrierError):
+            future.result(timeout=30)
+
+
+def test_a_second_lane_starts_only_when_the_first_is_busy() -> None:
+    runs: list[int] = []
+
+    def run(films: npt.NDArray[np.float32]) -> list[int | Exception]:
+        runs.append(len(films))
+        return [0] * len(films)
+
+    batcher: MicroBatcher[int] = MicroBatcher(run, BatchPolicy(max_batch=8, max_wait_s=0.5, lanes=2))
+    film = np.zeros((1, 4, 4), dtype=np.float32)
+    before = set(_batcher_threads())
+    # The first lane is filling its window, not running: the next films join its batch.
+    futures = [batcher.submit(film) for _ in range(3)]
+    assert [f.result(timeout=30) for f in futures] == [0, 0, 0]
+    assert runs == [3]
+    assert len(set(_batcher_threads()) - before) == 1

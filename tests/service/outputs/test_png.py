@@ -66,3 +66,11 @@ def test_non_contiguous_input_is_encoded_as_seen() -> None:
 def test_refuses_what_it_cannot_write(bad: np.ndarray) -> None:
     with pytest.raises(ValueError):
         encode_png(bad)
+
+
+def test_isal_and_zlib_deflate_give_the_same_pixels() -> None:
+    pixels = np.random.default_rng(3).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    pixels[10:20] = 17  # some runs to compress
+    fast, plain = encode_png(pixels), encode_png(pixels, deflate=zlib.compress)
+    assert fast != plain  # really two encoders
+    assert np.array_equal(_decoded(fast), pixels) and np.array_equal(_decoded(plain), pixels)

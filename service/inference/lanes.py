@@ -1,0 +1,32 @@
+"""How the CPUs are split between batches running at once ("lanes") and ONNX Runtime's threads.
+
+Measured on the 2-CPU machine (``python -m bench.ceiling --lanes``, reports/bench/ceiling-lanes-*):
+two single-threaded runs side by side give about 195 films/s where one run on two threads gives
+130-185, and the gap widens once HTTP and decoding share the cores, because a multi-threaded run
+waits at every layer for its slowest thread. So on the CPU the default is one lane per CPU, each
+with one thread, up to ``MAX_AUTO_LANES`` (more lanes than that was not measured, and each running
+batch holds its own activations). On a GPU the device serialises the runs: one lane, every CPU for
+ONNX Runtime's CPU-side work.
+"""
+
+from dataclasses import dataclass
+
+from service.inference.cpus import available_cpus
+from service.settings import Settings
+
+MAX_AUTO_LANES = 4
+
+
+@dataclass(frozen=True)
+class LaneLayout:
+    lanes: int  # batches that may run at once, each on its own worker thread
+    threads: int  # ONNX Runtime intra-op threads of the session, used by each run
+
+
+def lane_layout(settings: Settings, on_gpu: bool, cpus: int | None = None) -> LaneLayout:
+    """``CXR_INFERENCE_LANES`` and ``CXR_INTRA_OP_THREADS`` where set; otherwise the defaults above,
+    sharing out ``cpus`` (default: the CPUs this process may use)."""
+    cpus = cpus or available_cpus()
+    lanes = settings.inference_lanes or (1 if on_gpu else min(cpus, MAX_AUTO_LANES))
+    threads = settings.intra_op_threads or max(1, cpus // lanes)
+    return LaneLayout(lanes=lanes, threads=threads)
