@@ -214,11 +214,11 @@ class Settings(BaseSettings):
     )
     # Performance: dynamic micro-batching (service/inference/batching.py).
     max_batch_size: int = Field(
-        4,
+        2,
         ge=1,
         le=256,
         description="Most films per ONNX Runtime run; 1 = no batching. On the CPU a single-threaded lane "
-        "runs a film in the same time alone or in a batch, so 4 gives the throughput of 8 with a shorter "
+        "runs a film in the same time alone or in a batch, so 2 serves as fast as 4 or 8 with a shorter "
         "tail and less memory (docs/performance.md); a GPU wants more (the Helm chart's GPU values: 16).",
     )
     batch_wait_ms: float = Field(

@@ -39,7 +39,7 @@ def test_defaults_are_closed_and_bounded() -> None:
         64,
         30.0,
     )
-    assert (settings.max_batch_size, settings.batch_wait_ms, settings.decode_threads) == (4, 0.0, 0)
+    assert (settings.max_batch_size, settings.batch_wait_ms, settings.decode_threads) == (2, 0.0, 0)
     assert settings.max_batch_size <= settings.max_concurrent_predictions  # else batches never fill
     assert settings.api_keys_reload_s == 1.0
     assert settings.audit_hash_key_file is None
