@@ -10,7 +10,7 @@ arrives and every running lane is busy, so an idle service runs one.
 Why lanes: on the CPU, one run with every core as an ONNX Runtime thread waits at each layer for its
 slowest thread, and any Python work (HTTP, decoding) that takes a core from it stalls all of them.
 One single-threaded run per core has no such barrier; ORT sessions allow concurrent runs
-(reports/bench/ceiling-lanes-*).
+(service/inference/lanes.py).
 
 The window is ``fixed`` (always up to ``max_wait_s``) or ``adaptive``: it follows the arrival rate.
 The worker keeps a moving average of the gap between arrivals and of its own run time; a batch that
@@ -67,7 +67,7 @@ class _Job(Generic[R]):
 
 
 class MicroBatcher(Generic[R]):
-    """Collects films into batches for ``run_batch`` on one worker thread. Thread-safe."""
+    """Collects films into batches for ``run_batch`` on up to ``lanes`` worker threads. Thread-safe."""
 
     def __init__(self, run_batch: Callable[[Film], Sequence[R | Exception]], policy: BatchPolicy) -> None:
         """``run_batch`` runs a batch [N, 1, H, W] and returns one result or one exception per film, in

@@ -1,9 +1,10 @@
 """How the CPUs are split between batches running at once ("lanes") and ONNX Runtime's threads.
 
-Measured on the 2-CPU machine (``python -m bench.ceiling --lanes``, reports/bench/ceiling-lanes-*):
-two single-threaded runs side by side give about 195 films/s where one run on two threads gives
-130-185, and the gap widens once HTTP and decoding share the cores, because a multi-threaded run
-waits at every layer for its slowest thread. So on the CPU the default is one lane per CPU, each
+Measured on the 2-CPU machine (``bench.load``'s raw ceiling by layout,
+reports/bench/load-2026-12-06-png224-lanes*): two single-threaded runs side by side give about 205
+films/s at batch 1 or 8, where one run on two threads gives 150-195, and the service gains more than
+that, because a multi-threaded run waits at every layer for its slowest thread, and HTTP and
+decoding take cores from it. So on the CPU the default is one lane per CPU, each
 with one thread, up to ``MAX_AUTO_LANES`` (more lanes than that was not measured, and each running
 batch holds its own activations). On a GPU the device serialises the runs: one lane, every CPU for
 ONNX Runtime's CPU-side work.
