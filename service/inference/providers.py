@@ -6,7 +6,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from service.contract import ModelCard
-from service.inference.lanes import lane_layout
+from service.inference.lanes import LaneLayout, lane_layout
 from service.settings import Settings
 from service.store.errors import ModelLoadError
 
@@ -114,23 +114,31 @@ def tensorrt_options(settings: Settings, card: ModelCard) -> dict[str, str]:
 def create_session(
     model_bytes: bytes, providers: list[ProviderSpec], settings: Settings, onnx_path: Path
 ) -> ort.InferenceSession:
-    options = session_options(settings, on_gpu=providers[0] != CPU)
+    options = session_options(settings, on_gpu=_plans_gpu(providers))
     try:
         return ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises bare RuntimeError/Fail subclasses; all mean "not loadable"
         raise ModelLoadError(f"ONNX Runtime cannot load {onnx_path}: {type(exc).__name__}: {exc}") from exc
 
 
+def _plans_gpu(providers: list[ProviderSpec]) -> bool:
+    return providers[0] != CPU  # a name, or (name, options)
+
+
 def open_session(
     model_bytes: bytes, settings: Settings, card: ModelCard, onnx_path: Path
-) -> tuple[ort.InferenceSession, str | None]:
-    """A session on the providers ``settings`` ask for, and why ``auto`` did not get the GPU (or None).
+) -> tuple[ort.InferenceSession, str | None, LaneLayout]:
+    """A session on the providers ``settings`` ask for, why ``auto`` did not get the GPU (or None),
+    and the lanes its threads were sized for.
 
     A GPU asked for by name and not obtained is refused: silently serving on the CPU would be slower
-    than the deployment was sized for.
+    than the deployment was sized for. ``auto`` falling back keeps the GPU's plan (one lane on every
+    CPU), so lanes and threads never oversubscribe the CPUs.
     """
     available = ort.get_available_providers()
-    session = create_session(model_bytes, execution_providers(settings, card, available), settings, onnx_path)
+    providers = execution_providers(settings, card, available)
+    session = create_session(model_bytes, providers, settings, onnx_path)
+    layout = lane_layout(settings, on_gpu=_plans_gpu(providers))
     in_use = session.get_providers()[0]
     wanted = {"cuda": CUDA, "tensorrt": TENSORRT}.get(settings.execution_provider)
     if wanted is not None and in_use != wanted:
@@ -142,4 +150,4 @@ def open_session(
     fallback = provider_fallback(settings.execution_provider, available, in_use)
     if fallback is not None:
         logger.warning("execution provider fell back to %s: %s", in_use, fallback)
-    return session, fallback
+    return session, fallback, layout

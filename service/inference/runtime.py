@@ -23,8 +23,7 @@ from service.contract import DecodedImage, DecodeLimits, ModelCard, load_model_i
 from service.contract.model_card import CAM_OUTPUT, PROBABILITIES_OUTPUT
 from service.inference.batching import BatchPolicy, MicroBatcher
 from service.inference.decision import serving_threshold
-from service.inference.lanes import lane_layout
-from service.inference.providers import CPU, open_session, switch
+from service.inference.providers import open_session, switch
 from service.settings import Settings
 from service.store.errors import ModelLoadError
 from service.store.resolve import resolve_model_dir
@@ -100,7 +99,7 @@ class ModelRuntime:
         model_dir = resolve_model_dir(settings, version)
         files = read_verified(model_dir)
         card, onnx_path = files.card, files.onnx_path
-        session, fallback = open_session(files.model_bytes, settings, card, onnx_path)
+        session, fallback, layout = open_session(files.model_bytes, settings, card, onnx_path)
         in_use = session.get_providers()[0]
         check_graph(session, card, onnx_path)
         runtime = cls(
@@ -114,7 +113,7 @@ class ModelRuntime:
                 max_batch=settings.max_batch_size,
                 max_wait_s=settings.batch_wait_ms / 1000.0,
                 adaptive=settings.batch_window == "adaptive",
-                lanes=lane_layout(settings, on_gpu=in_use != CPU).lanes,
+                lanes=layout.lanes,
             ),
             io_binding=switch(settings.io_binding, in_use),
             pad_to=settings.max_batch_size if switch(settings.pad_batches, in_use) else None,

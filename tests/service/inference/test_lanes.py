@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from service.inference.cpus import available_cpus
 from service.inference.lanes import MAX_AUTO_LANES, LaneLayout, lane_layout
 from service.inference.providers import session_options
 from service.inference.runtime import ModelRuntime
@@ -40,3 +41,10 @@ def test_the_session_and_the_batcher_follow_the_layout(tiny_model_dir: Path) -> 
     runtime = ModelRuntime.load(settings)
     assert runtime.lanes == 2
     assert runtime.intra_op_threads == lane_layout(settings, on_gpu=False).threads
+
+
+def test_a_gpu_plan_sizes_the_session_for_one_lane_so_a_fallback_to_the_cpu_cannot_oversubscribe() -> None:
+    # auto with CUDA installed plans for the GPU; if ORT then falls back to the CPU, the session
+    # already has every CPU as threads, and the runtime keeps one lane (open_session returns the plan).
+    assert session_options(Settings(), on_gpu=True).intra_op_num_threads == available_cpus()
+    assert lane_layout(Settings(), on_gpu=True).lanes == 1
