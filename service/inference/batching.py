@@ -4,8 +4,8 @@ Worker threads (``lanes`` of them at most, one per batch that may run at once) o
 A request hands its preprocessed film to ``submit`` and gets a future. A free worker takes the oldest
 film, then every film already queued, up to ``max_batch``; when that is fewer, it may wait for more
 (the batch window), then runs them as one batch and hands each request its own row. Under load,
-films queue while batches run and the next batch is fuller. A second lane starts only when a film
-arrives and every running lane is busy, so an idle service runs one.
+films queue while batches run and the next batch is fuller. Another lane starts only when films
+wait and every running lane is busy, so an idle service runs one.
 
 Why lanes: on the CPU, one run with every core as an ONNX Runtime thread waits at each layer for its
 slowest thread, and any Python work (HTTP, decoding) that takes a core from it stalls all of them.
