@@ -36,8 +36,9 @@ def jet(values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """Matplotlib-like 'jet' colormap, [0, 1] -> RGB in [0, 1] (blue = low, red = high)."""
     v = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)
     rgb = np.empty((*v.shape, 3), dtype=np.float32)
+    plane = np.empty_like(v)
     for channel, centre in enumerate(_JET_CENTRES):
-        rgb[..., channel] = _jet_channel(v, centre, np.empty_like(v))
+        rgb[..., channel] = _jet_channel(v, centre, out=plane)
     return rgb
 
 
