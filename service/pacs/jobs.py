@@ -71,6 +71,10 @@ CREATE INDEX IF NOT EXISTS jobs_study ON jobs (study_instance_uid);
 _ADDED_COLUMNS = {"ood_score": "REAL", "ood_threshold": "REAL"}
 
 
+# SQLite's largest INTEGER: the most an OFFSET can be (a larger one raises OverflowError).
+MAX_OFFSET = 2**63 - 1
+
+
 @dataclass(frozen=True)
 class NewJob:
     sop_instance_uid: str

@@ -19,7 +19,7 @@ from service.observability.audit import current_audit
 from service.outputs.dicom_results import secondary_capture_png
 from service.pacs import results
 from service.pacs.gateway import Gateway
-from service.pacs.jobs import Job, StudyFilter
+from service.pacs.jobs import MAX_OFFSET, Job, StudyFilter
 
 router = APIRouter(prefix="/v1", tags=["studies"])
 
@@ -89,7 +89,7 @@ async def list_studies(
     *,
     gateway: GatewayDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     triage_level: Annotated[Literal["urgent", "routine"] | None, Query()] = None,
     delivery_state: Annotated[Literal["pending", "retrying", "delivered", "none"] | None, Query()] = None,
     study_instance_uid: Annotated[str | None, Query(max_length=64)] = None,

@@ -7,6 +7,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, CTImageStorage, SecondaryCaptureImageStorage
 
+from service.pacs.jobs import MAX_OFFSET
 from service.settings import Settings
 from tests.service.live import metric_value
 from tests.service.pacs.harness import (
@@ -89,3 +90,17 @@ def test_peer_outside_the_allowed_networks_is_disconnected(
         assert storescu(pacs.dicom_port, [path], calling=MODALITY_AE).returncode != 0
         assert metric_value(client, "cxr_pacs_associations_refused_total", reason="peer") >= 2
         assert client.get("/v1/studies").json()["total"] == 0
+
+
+def test_a_study_list_offset_past_what_the_store_holds_is_a_422_not_a_500(
+    tmp_path: Path, service_settings: Settings
+) -> None:
+    # Found by the schemathesis run: offset=2037213301580736172654592 overflowed SQLite's INTEGER.
+    pacs = pacs_settings(tmp_path / "spool")
+    with gateway_server(service_settings, pacs) as (_, client):
+        too_far = client.get("/v1/studies", params={"offset": MAX_OFFSET + 1})
+        assert too_far.status_code == 422, too_far.text
+        assert "offset" in too_far.text
+        last = client.get("/v1/studies", params={"offset": MAX_OFFSET})
+        assert last.status_code == 200 and last.json()["studies"] == []
+        assert client.get("/readyz").status_code == 200
