@@ -6,10 +6,10 @@ For each kind of film (224 px grey PNG, 2048 px 12-bit DICOM) every stage of the
 timed alone, with the service's own functions: decode, model input (resize + percentile stretch),
 the overlay's background, the CAM colour map and blend, the PNG encode, base64 and the JSON response.
 The stages that issue 20 replaced are timed beside the code they replaced (kept below as
-``_before_*``, verbatim), so each change is measured on its own, in the same run. Inference is timed
-per film at batch 1 and at the service's batch. CPU figures are ``time.thread_time`` (the CPU this
-thread used), so another process on the machine distorts them less than wall time would; inference
-uses several threads and is given in wall time.
+``_before_*``, verbatim, and ``plain_overlay_pixels``), so each change is measured on its own, in the
+same run. Inference is timed per film at batch 1 and at the service's batch. CPU figures are
+``time.thread_time`` (the CPU this thread used), so another process on the machine distorts them less
+than wall time would; inference uses several threads and is given in wall time.
 
 Where the time goes under load (queues, the thread hops, HTTP) is what ``bench.load`` reports from the
 service's own stage metrics, and ``bench.flame`` samples with py-spy.
@@ -39,7 +39,7 @@ from bench.output import command_line, machine, publish
 from service.api.schemas import GradCam, ImageInfo, ModelRef, PredictionResponse
 from service.contract import ModelCard, decode_image
 from service.contract.model_card import CAM_OUTPUT, CARD_FILENAME, ONNX_FILENAME
-from service.contract.preprocess import resize_plane, stretch_contrast
+from service.contract.preprocess import HIGH_PERCENTILE, LOW_PERCENTILE, resize_plane, stretch_contrast
 from service.inference.cpus import available_cpus
 from service.outputs.overlay import DEFAULT_ALPHA, normalise_cam, overlay_background, overlay_pixels
 from service.outputs.png import encode_png
@@ -70,6 +70,15 @@ def _before_encode_png(rgb: npt.NDArray[np.uint8]) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
+
+
+def _before_stretch_contrast(pixels: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The contrast stretch before 2026-12-06's request-path work: the same formula with a fresh
+    temporary per step (service.contract.preprocess now computes it in one buffer, bit for bit)."""
+    low, high = np.percentile(pixels, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    scaled = (pixels.astype(np.float64) - low) / (high - low)
+    out: npt.NDArray[np.float32] = np.clip(scaled, 0.0, 1.0).astype(np.float32)
+    return out
 
 
 def _mean_ms(step: Callable[[], object], seconds: float, clock: Callable[[], float]) -> float:
@@ -125,12 +134,19 @@ def kind_stages(data: bytes, card: ModelCard, cam_size: int, seconds: float) -> 
     rgb = overlay_pixels(background, cam)
     if not np.array_equal(rgb, plain_overlay_pixels(background, cam)):
         raise AssertionError("the overlay's pixels changed")  # the tests say so too; never report it
+    plane = resize_plane(decoded.pixels, contract.height, contract.width)
+    if stretch_contrast(plane).tobytes() != _before_stretch_contrast(plane).tobytes():
+        raise AssertionError("the model input changed")
     png, png_before = encode_png(rgb), _before_encode_png(rgb)
     png_base64 = base64.b64encode(png).decode("ascii")
     response = _response(png_base64, background.shape[1], background.shape[0])
     serializer = PredictionResponse.__pydantic_serializer__
     stages = {
         "decode": cpu_ms(lambda: decode_image(data), seconds),
+        "model_input_before": cpu_ms(
+            lambda: _before_stretch_contrast(resize_plane(decoded.pixels, contract.height, contract.width)),
+            seconds,
+        ),
         "model_input": cpu_ms(
             lambda: stretch_contrast(resize_plane(decoded.pixels, contract.height, contract.width)), seconds
         ),

@@ -34,8 +34,14 @@ def stretch_contrast(pixels: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]
     low, high = np.percentile(pixels, [LOW_PERCENTILE, HIGH_PERCENTILE])
     if high - low <= _FLAT_RANGE * max(1.0, abs(float(high))):
         return np.zeros_like(pixels, dtype=np.float32)
-    scaled = (pixels.astype(np.float64) - low) / (high - low)
-    out: npt.NDArray[np.float32] = np.clip(scaled, 0.0, 1.0).astype(np.float32)
+    # The same operations as ``clip((pixels - low) / (high - low), 0, 1)`` in float64, bit for bit,
+    # but in one buffer: each temporary of a 224 px film is 400 KB, and three fresh ones cost eight
+    # times the arithmetic (0.40 -> 0.05 ms a film, reports/bench/stages-2026-12-06-request-path).
+    scaled = pixels.astype(np.float64)
+    scaled -= low
+    scaled /= high - low
+    np.clip(scaled, 0.0, 1.0, out=scaled)
+    out: npt.NDArray[np.float32] = scaled.astype(np.float32)
     return out
 
 

@@ -55,6 +55,25 @@ def test_stretch_saturates_exactly_the_outer_half_percents() -> None:
     np.testing.assert_allclose(result[inside], (values[inside] - 4.995) / (994.005 - 4.995), atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "plane",
+    [
+        FILM,
+        np.round(chest_like(224, 224, seed=3) * 255).astype(np.float32),  # an 8-bit film as decoded
+        -FILM,
+        (chest_like(37, 91, seed=5) * 3.0e6).astype(np.float32),
+    ],
+    ids=["12-bit", "8-bit-224", "negative", "large"],
+)
+def test_stretch_is_the_plain_formula_bit_for_bit(plane: npt.NDArray[np.float32]) -> None:
+    """Computed in one buffer for speed; the tensor must not move by one bit from the formula."""
+    low, high = np.percentile(plane, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    plain = np.clip((plane.astype(np.float64) - low) / (high - low), 0.0, 1.0).astype(np.float32)
+    result = stretch_contrast(plane)
+    assert result.dtype == np.float32
+    assert result.tobytes() == plain.tobytes()
+
+
 @pytest.mark.parametrize("value", [0.0, 7.0, -1024.0, 65535.0, 3.0e6])
 def test_constant_image_gives_zeros_without_nan(value: float) -> None:
     result = to_model_input(_decoded(np.full((50, 40), value)), 32, 32)
