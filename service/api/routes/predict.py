@@ -16,14 +16,7 @@ import numpy.typing as npt
 from anyio import CapacityLimiter
 from fastapi import APIRouter, Query, Request, Response
 
-from service.api.dependencies import (
-    AdmissionDep,
-    LimiterDep,
-    MetricsDep,
-    RuntimeDep,
-    SettingsDep,
-    UploadsDep,
-)
+from service.api.dependencies import ServingDep
 from service.api.schemas import (
     DicomRef,
     ErrorResponse,
@@ -314,12 +307,7 @@ def _triage(runtime: ModelRuntime, predicted_class: str) -> Triage | None:
 async def predict(
     *,
     request: Request,
-    runtime: RuntimeDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    limiter: LimiterDep,
-    admission: AdmissionDep,
-    uploads: UploadsDep,
+    serving: ServingDep,
     overlay: Annotated[bool, Query(description="Include the Grad-CAM overlay PNG.")] = True,
     with_film: Annotated[
         bool,
@@ -340,6 +328,7 @@ async def predict(
     ] = None,
 ) -> Any:
     _refuse_threshold_parameter(request)
+    runtime, settings, metrics, limiter = serving.runtime, serving.settings, serving.metrics, serving.limiter
     wanted = _result_format(result, request.headers.get("accept", ""))
     audit = current_audit()
     audit.model_name, audit.model_version = runtime.card.name, runtime.card.version
@@ -348,12 +337,12 @@ async def predict(
     # The upload is read first, under its own budget (service.api.upload); the slot is taken once
     # the body is complete, so a client trickling its body holds bytes, never a prediction slot.
     stages = _Stages(metrics)
-    async with uploads.lease() as lease:
+    async with serving.uploads.lease() as lease:
         with deadline.step("upload", upload_timeout), stages.time("upload"):
             data = await read_upload(request, _upload_policy(settings), lease)
         audit.note_upload(data)
         queued = time.perf_counter()
-        async with admission.slot(deadline):
+        async with serving.admission.slot(deadline):
             stages.observe("admission_wait", time.perf_counter() - queued)
             overlay_side = settings.overlay_max_side if overlay or wanted == "sc" else None
             with deadline.step("processing", processing_timeout):
