@@ -35,8 +35,9 @@ def stretch_contrast(pixels: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]
     if high - low <= _FLAT_RANGE * max(1.0, abs(float(high))):
         return np.zeros_like(pixels, dtype=np.float32)
     # The same operations as ``clip((pixels - low) / (high - low), 0, 1)`` in float64, bit for bit,
-    # but in one buffer: each temporary of a 224 px film is 400 KB, and three fresh ones cost eight
-    # times the arithmetic (0.40 -> 0.05 ms a film, reports/bench/stages-2026-12-06-request-path).
+    # in one buffer instead of three 400 KB temporaries (224 px). What that saves depends on the
+    # allocator's state: 0.47 -> 0.06 ms a film where each temporary is fresh memory, 0.04 ms in
+    # bench.stages' loop (docs/performance.md, "The request path, 2026-12-06 afternoon").
     scaled = pixels.astype(np.float64)
     scaled -= low
     scaled /= high - low
