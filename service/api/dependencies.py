@@ -62,8 +62,8 @@ async def get_uploads(context: ContextDep) -> UploadBudget:
 @dataclass(frozen=True)
 class Serving:
     """What a prediction needs of the app state, as one dependency. FastAPI solves each dependency of
-    each request apart (four parameter passes and a cache key apiece); six of them were a tenth of
-    the event loop's time per prediction."""
+    each request apart, on the event loop (four parameter passes and a cache key apiece): with six
+    separate ones a prediction took 13 solves and 52 parameter passes (docs/performance.md)."""
 
     runtime: ModelRuntime
     settings: Settings
