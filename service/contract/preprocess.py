@@ -37,7 +37,7 @@ def stretch_contrast(pixels: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]
     # The same operations as ``clip((pixels - low) / (high - low), 0, 1)`` in float64, bit for bit,
     # in one buffer instead of three 400 KB temporaries (224 px). What that saves depends on the
     # allocator's state: 0.47 -> 0.06 ms a film where each temporary is fresh memory, 0.04 ms in
-    # bench.stages' loop (docs/performance.md, "The request path, 2026-12-06 afternoon").
+    # bench.stages' loop (docs/performance.md, "The request path, and what did not pay").
     scaled = pixels.astype(np.float64)
     scaled -= low
     scaled /= high - low
