@@ -23,11 +23,14 @@ Responses are requested with ``overlay=false`` so the ratio to the ceiling measu
 path; the overlay's cost is measured in ``KIND+overlay`` cells (``--overlay-kinds``, at
 ``--overlay-concurrency``). Where the service reports ``cxr_predict_stage_seconds``, each cell also
 gives the mean time a request spent in each stage (upload, queues, decode, batch, inference, overlay,
-PNG, JSON), the mean time the app saw it, and the mean latency the client saw.
+PNG, JSON), the mean time the app saw it, and the mean latency the client saw; and the CPU each
+answered film cost, split by thread from ``/proc`` (inference lanes, event loop, other service
+threads, the load generator itself) with the CPUs kept busy (``cpu_per_film``).
 """
 
 import argparse
 import asyncio
+import resource
 import sys
 import time
 from contextlib import ExitStack
@@ -48,6 +51,7 @@ from bench.service_process import REPO_ROOT, RunningService, latency_percentiles
 from service.contract import ModelCard
 from service.contract.model_card import CARD_FILENAME, ONNX_FILENAME
 from service.observability.metrics import PREDICT_STAGES
+from service.observability.threads import LANE_THREAD
 
 DEFAULT_FILMS = REPO_ROOT.parent / "shared" / "data" / "kermany224" / "train"
 KINDS = ("png-224", "jpeg-224", "png-full", "dicom-full")
@@ -254,7 +258,7 @@ def _cell(
 ) -> dict[str, Any]:
     query = f"overlay={str(overlay).lower()}"
     requests = [predict_request(service.url, film, dict(service.headers), query) for film in films]
-    result, peak_rss, before = asyncio.run(_drive_sampled(service, requests, concurrency, config))
+    result, peak_rss, before, cpu = asyncio.run(_drive_sampled(service, requests, concurrency, config))
     after = service.labelled_metrics()
     films_run, runs = (
         _delta(before, after, f"cxr_inference_batch_size_{part}", ()) for part in ("sum", "count")
@@ -277,6 +281,7 @@ def _cell(
         "stages_ms": stages,
         "server_ms": server_ms,
         "client_ms": round(float(np.mean(result.latencies_ms)), 2) if result.latencies_ms else None,
+        "cpu_ms_per_film": cpu,
     }
 
 
@@ -303,14 +308,20 @@ def _stage_means(before: Samples, after: Samples) -> tuple[dict[str, float], flo
 
 async def _drive_sampled(
     service: RunningService, requests: list[bytes], concurrency: int, config: LoadConfig
-) -> tuple[LoadResult, float, Samples]:
-    """The load's result, the peak RSS, and the service's metrics when the measured window opened."""
+) -> tuple[LoadResult, float, Samples, dict[str, float] | None]:
+    """The load's result, the peak RSS, the service's metrics when the measured window opened, and
+    the CPU per film in the window (``cpu_per_film``)."""
     peak = 0.0
     done = asyncio.Event()
 
-    async def at_window_start() -> Samples:
+    async def at_window_start() -> tuple[Samples, CpuSnapshot]:
         await asyncio.sleep(config.warmup_s)
-        return await asyncio.to_thread(service.labelled_metrics)
+        samples = await asyncio.to_thread(service.labelled_metrics)
+        return samples, cpu_snapshot(service)
+
+    async def at_window_end() -> CpuSnapshot:
+        await asyncio.sleep(config.warmup_s + config.seconds)
+        return cpu_snapshot(service)
 
     async def sampler() -> None:
         nonlocal peak
@@ -321,12 +332,54 @@ async def _drive_sampled(
 
     task = asyncio.create_task(sampler())
     window_start = asyncio.create_task(at_window_start())
+    window_end = asyncio.create_task(at_window_end())
     try:
         result = await drive(service.url, requests, concurrency, config.seconds, config.warmup_s)
     finally:
         done.set()
         await task
-    return result, peak, await window_start
+    samples, cpu_start = await window_start
+    return (
+        result,
+        peak,
+        samples,
+        cpu_per_film(cpu_start, await window_end, service.pid, result.statuses.get(200, 0), config.seconds),
+    )
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds used so far: each service thread's (by id, with its OS name) and this process's
+    (the load generator)."""
+
+    threads: dict[int, tuple[str, float]]
+    client_s: float
+
+
+def cpu_snapshot(service: RunningService) -> CpuSnapshot:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return CpuSnapshot(service.thread_cpu(), usage.ru_utime + usage.ru_stime)
+
+
+def cpu_per_film(
+    before: CpuSnapshot, after: CpuSnapshot, pid: int, films: int, seconds: float
+) -> dict[str, float] | None:
+    """CPU ms per answered film in the window: the inference lanes (told apart by their OS name,
+    ``service.observability.threads``; an older checkout's lanes count as other threads), the event
+    loop (the main thread), every other service thread (decoding, overlays, ONNX Runtime's own), the
+    load generator; and how many CPUs all of it kept busy on average."""
+    if films <= 0 or seconds <= 0:
+        return None
+    groups = {"lanes": 0.0, "event_loop": 0.0, "other_threads": 0.0}
+    for tid, (comm, cpu) in after.threads.items():
+        used = cpu - before.threads.get(tid, (comm, 0.0))[1]
+        group = "event_loop" if tid == pid else "lanes" if comm == LANE_THREAD else "other_threads"
+        groups[group] += used
+    client = after.client_s - before.client_s
+    out = {name: round(used / films * 1000.0, 2) for name, used in groups.items()}
+    out["client"] = round(client / films * 1000.0, 2)
+    out["busy_cpus"] = round((sum(groups.values()) + client) / seconds, 2)
+    return out
 
 
 def best_raw(ceiling: dict[str, Any], concurrency: int) -> float:
@@ -427,6 +480,7 @@ def format_report(report: dict[str, Any]) -> str:
         row = f"{c['mode']:<10}{c['kind']:<17}{c['concurrency']:>5}" + "".join(f"{v:>8}" for v in values)
         lines.append(f"{row}  {c['refusals'] or ''}")
     lines += _stage_table(report["cells"])
+    lines += _cpu_table(report["cells"])
     lines.append("ratios:")
     lines += [f"  {name}: {value}" for name, value in report["ratios"].items()]
     return "\n".join(lines) + "\n"
@@ -456,6 +510,21 @@ def _stage_table(cells: list[dict[str, Any]]) -> list[str]:
             client,
         ]
         text = " ".join(f"{'-' if v is None else round(v, 2):>12}" for v in values)
+        lines.append(f"{c['mode']:<10}{c['kind']:<20}{c['concurrency']:>5}  {text}")
+    return lines
+
+
+def _cpu_table(cells: list[dict[str, Any]]) -> list[str]:
+    rows = [c for c in cells if c.get("cpu_ms_per_film")]
+    if not rows:
+        return []
+    names = ("lanes", "event_loop", "other_threads", "client", "busy_cpus")
+    lines = [
+        "CPU ms per answered film by thread (/proc/<pid>/task; lanes by OS name), and CPUs kept busy:",
+        f"{'mode':<10}{'kind':<20}{'conc':>5}  " + " ".join(f"{n:>13}" for n in names),
+    ]
+    for c in rows:
+        text = " ".join(f"{c['cpu_ms_per_film'][n]:>13}" for n in names)
         lines.append(f"{c['mode']:<10}{c['kind']:<20}{c['concurrency']:>5}  {text}")
     return lines
 

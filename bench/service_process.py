@@ -23,6 +23,7 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _START_TIMEOUT_S = 120.0
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc/*/stat's unit
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,18 @@ class RunningService:
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         rss_kb = int(fields["VmRSS"].split()[0])
         return ProcessSample(rss_mb=rss_kb / 1024.0, threads=int(fields["Threads"]), open_fds=open_fds)
+
+    def thread_cpu(self) -> dict[int, tuple[str, float]]:
+        """CPU seconds (user + system) each live thread has used, by thread id, with its OS name."""
+        out: dict[int, tuple[str, float]] = {}
+        for task in Path(f"/proc/{self.pid}/task").glob("*"):
+            try:
+                comm = (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the thread ended between the listing and the read
+                continue
+            out[int(task.name)] = (comm, (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS)
+        return out
 
     def metrics(self) -> dict[str, float]:
         """The service's unlabelled Prometheus samples now (histogram sums and counts among them)."""

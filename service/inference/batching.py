@@ -39,6 +39,8 @@ from typing import Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from service.observability.threads import LANE_THREAD, name_os_thread
+
 logger = logging.getLogger(__name__)
 
 Film = npt.NDArray[np.float32]  # one preprocessed film [1, H, W]; a batch stacks them [N, 1, H, W]
@@ -103,6 +105,7 @@ class MicroBatcher(Generic[R]):
         return job.future
 
     def _work(self) -> None:
+        name_os_thread(LANE_THREAD)
         while (jobs := self._next_batch()) is not None:
             try:
                 self._run(jobs)
@@ -149,7 +152,7 @@ class MicroBatcher(Generic[R]):
         """Start a worker when every live one is running a batch and lanes are left (lock held)."""
         if self._busy == self._workers < self._policy.lanes:
             self._workers += 1
-            threading.Thread(target=self._work, name="cxr-batcher", daemon=True).start()
+            threading.Thread(target=self._work, name=LANE_THREAD, daemon=True).start()
 
     def window_s(self, queued: int) -> float:
         """How long a batch of ``queued`` films (fewer than ``max_batch``) waits for more now."""

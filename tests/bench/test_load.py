@@ -8,10 +8,21 @@ import pytest
 
 from bench.films import FULL_SIZE, full_size_dicom, full_size_png
 from bench.http_load import drive, predict_request
-from bench.load import DEFAULT_MODES, LoadConfig, Mode, ceiling_layouts, format_report, main, run_load
+from bench.load import (
+    DEFAULT_MODES,
+    CpuSnapshot,
+    LoadConfig,
+    Mode,
+    ceiling_layouts,
+    cpu_per_film,
+    format_report,
+    main,
+    run_load,
+)
 from bench.service_process import REPO_ROOT, running_service
 from service.contract import SourceFormat, decode_image
 from service.inference.cpus import available_cpus
+from service.observability.threads import LANE_THREAD
 
 
 def test_a_short_load_run_reports_every_cell_and_ratio(tiny_model_dir: Path, tiny_dataset: Path) -> None:
@@ -52,6 +63,9 @@ def test_a_short_load_run_reports_every_cell_and_ratio(tiny_model_dir: Path, tin
         assert cell["stages_ms"]["inference"] > 0 and cell["stages_ms"]["decode"] > 0
         assert cell["server_ms"] > 0 and cell["client_ms"] > 0
         assert ("colour_blend" in cell["stages_ms"]) == cell["kind"].endswith("+overlay")
+        cpu = cell["cpu_ms_per_film"]  # read from /proc: 10 ms ticks, so only its shape is checked
+        assert set(cpu) == {"lanes", "event_loop", "other_threads", "client", "busy_cpus"}
+        assert all(v >= 0 for v in cpu.values()) and cpu["busy_cpus"] > 0
     assert "batched / unbatched png-224 c2" in report["ratios"]
     assert "batched / before png-224+overlay c2" in report["ratios"]
     assert "batched png-224 c1 / ceiling b1" in report["ratios"]
@@ -64,6 +78,27 @@ def test_a_short_load_run_reports_every_cell_and_ratio(tiny_model_dir: Path, tin
     assert report["ratios"]["batched png-224 c2 / best raw <= b2"] == round(cell["images_per_s"] / best, 3)
     text = format_report(report)
     assert "ratios:" in text and "mean ms per request by stage" in text
+    assert "CPU ms per answered film by thread" in text
+
+
+def test_cpu_per_film_splits_the_service_s_threads_by_role() -> None:
+    """The main thread is the event loop, threads named cxr-lane the lanes, the rest other threads;
+    a thread born in the window counts from zero, one that ended is not in the second reading."""
+    pid = 100
+    before = CpuSnapshot({100: ("python", 1.0), 101: (LANE_THREAD, 5.0), 102: ("python", 2.0)}, 10.0)
+    after = CpuSnapshot(
+        {100: ("python", 1.5), 101: (LANE_THREAD, 7.0), 103: (LANE_THREAD, 1.0), 104: ("python", 0.25)},
+        10.3,
+    )
+    split = cpu_per_film(before, after, pid, films=250, seconds=3.0)
+    assert split == {
+        "lanes": 12.0,  # (2.0 + 1.0) s / 250 films
+        "event_loop": 2.0,
+        "other_threads": 1.0,
+        "client": 1.2,
+        "busy_cpus": 1.35,  # (3.0 + 0.5 + 0.25 + 0.3) s / 3 s
+    }
+    assert cpu_per_film(before, after, pid, films=0, seconds=3.0) is None
 
 
 def test_full_size_films_are_what_they_claim(tiny_dataset: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 from service.inference.batching import BatchPolicy, MicroBatcher
 from service.inference.runtime import Inference, InferenceError, ModelRuntime
 from service.main import create_app
+from service.observability.threads import LANE_THREAD
 from service.settings import Settings
 from tests.factories import chest_like, png_bytes
 from tests.service.live import AUTH_HEADERS, ThreadedServer, metric_value, post_file
@@ -125,7 +126,7 @@ def test_a_cancelled_film_is_not_run(tiny_model_dir: Path) -> None:
 
 
 def _batcher_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "cxr-batcher"]
+    return [t for t in threading.enumerate() if t.name == LANE_THREAD]
 
 
 def test_the_worker_thread_ends_when_idle_and_comes_back(tiny_model_dir: Path) -> None:
@@ -141,6 +142,20 @@ def test_the_worker_thread_ends_when_idle_and_comes_back(tiny_model_dir: Path) -
         time.sleep(0.02)
     assert not set(_batcher_threads()) - before, "the idle worker thread did not exit"
     assert batcher.submit(film).result(timeout=30).batch_size == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="no /proc (not Linux)")
+def test_a_lane_carries_its_name_where_the_os_shows_threads() -> None:
+    """top -H, ps -L and bench.load tell the lanes apart by the name in /proc/<pid>/task/*/comm."""
+    names: list[str] = []
+
+    def run(films: npt.NDArray[np.float32]) -> list[int]:
+        names.append(Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip())
+        return [0] * len(films)
+
+    batcher: MicroBatcher[int] = MicroBatcher(run, BatchPolicy(max_batch=1, idle_s=0.05))
+    assert batcher.submit(np.zeros((1, 4, 4), np.float32)).result(timeout=30) == 0
+    assert names == [LANE_THREAD]
 
 
 def test_a_bug_in_the_run_fails_the_waiting_requests_instead_of_hanging() -> None:
