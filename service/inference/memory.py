@@ -9,28 +9,14 @@ holding or waiting for a slot), so it never delays a request. A no-op where glib
 macOS).
 """
 
-import ctypes
-import ctypes.util
 import logging
-from collections.abc import Callable
-from functools import cache
+
+from service.libc import libc_function
 
 logger = logging.getLogger(__name__)
 
 
-@cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-    return trim
-
-
 def trim_heap() -> bool:
     """Return free heap pages to the OS; True if anything was released."""
-    trim = _malloc_trim()
+    trim = libc_function("malloc_trim")
     return bool(trim(0)) if trim is not None else False
