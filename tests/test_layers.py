@@ -15,7 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {
     "service": [
         ["contract"],
-        ["settings", "errors"],
+        ["settings", "errors", "libc"],
         ["observability", "outputs"],
         ["security", "store"],
         ["inference"],
