@@ -7,6 +7,7 @@ false) and DICOM from unknown peers (only the modality declared here, on 127.0.0
 """
 
 import json
+import secrets
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,10 @@ import httpx
 
 PLUGIN_DIRS = (Path("/usr/share/orthanc/plugins"), Path("/usr/lib/orthanc"))
 _START_TIMEOUT_S = 60.0
+# A port picked free can be taken by another process before Orthanc binds it (tests run beside
+# other servers): Orthanc then exits saying so, and a first start tries again on fresh ports.
+_PORT_TAKEN = "already in use"
+_FIRST_START_TRIES = 3
 
 
 def dicomweb_plugin() -> Path | None:
@@ -50,35 +55,59 @@ class Orthanc:
     def __init__(self, folder: Path, *, aet: str = "ORTHANC", modalities: dict[str, tuple[str, int]]) -> None:
         self.folder = folder
         self.aet = aet
-        self.dicom_port = free_port()
-        self.http_port = free_port()
-        self.url = f"http://127.0.0.1:{self.http_port}"
-        self.dicomweb = f"{self.url}/dicom-web"
+        self.modalities = modalities
         self.process: subprocess.Popen[bytes] | None = None
+        self.started_once = False
+        # Told apart from any other Orthanc that may answer on the same port (see start()).
+        self.name = f"cxr-test-pacs-{secrets.token_hex(4)}"
         folder.mkdir(parents=True, exist_ok=True)
+        self.config = folder / "orthanc.json"
+        self.log = folder / "orthanc.log"
+        self.use_ports(free_port(), free_port())
+
+    def use_ports(self, dicom_port: int, http_port: int) -> None:
+        """(Re)write the configuration for these ports."""
+        self.dicom_port, self.http_port = dicom_port, http_port
+        self.url = f"http://127.0.0.1:{http_port}"
+        self.dicomweb = f"{self.url}/dicom-web"
+        folder = self.folder
         config = {
-            "Name": "cxr-test-pacs",
+            "Name": self.name,
             "StorageDirectory": str(folder / "db"),
             "IndexDirectory": str(folder / "db"),
-            "HttpPort": self.http_port,
-            "DicomPort": self.dicom_port,
-            "DicomAet": aet,
+            "HttpPort": http_port,
+            "DicomPort": dicom_port,
+            "DicomAet": self.aet,
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
             "Plugins": [str(dicomweb_plugin())],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-            "DicomModalities": {name: [ae, "127.0.0.1", port] for name, (ae, port) in modalities.items()},
+            "DicomModalities": {
+                name: [ae, "127.0.0.1", port] for name, (ae, port) in self.modalities.items()
+            },
             "DicomAlwaysAllowStore": False,
             "DicomAlwaysAllowEcho": False,
             "DicomCheckModalityHost": True,
             "StorageCompression": False,
             "HttpCompressionEnabled": False,
         }
-        self.config = folder / "orthanc.json"
         self.config.write_text(json.dumps(config, indent=2), encoding="utf-8")
-        self.log = folder / "orthanc.log"
 
     def start(self) -> "Orthanc":
+        """Start and wait until it answers. A restart keeps the ports (the same PACS coming back);
+        only a first start that lost a port to another process moves to fresh ones."""
+        for attempt in range(1, _FIRST_START_TRIES + 1):
+            log_start = self.log.stat().st_size if self.log.exists() else 0
+            try:
+                return self._start_once()
+            except RuntimeError:
+                lost_port = _PORT_TAKEN in self.log.read_bytes()[log_start:].decode("utf-8", "replace")
+                if self.started_once or not lost_port or attempt == _FIRST_START_TRIES:
+                    raise
+                self.use_ports(free_port(), free_port())
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> "Orthanc":
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 ["Orthanc", str(self.config)], stdout=log, stderr=subprocess.STDOUT
@@ -88,7 +117,9 @@ class Orthanc:
             if self.process.poll() is not None:
                 raise RuntimeError(f"Orthanc exited with {self.process.returncode}: see {self.log}")
             try:
-                if httpx.get(f"{self.url}/system", timeout=2.0).status_code == 200:
+                answer = httpx.get(f"{self.url}/system", timeout=2.0)
+                if answer.status_code == 200 and answer.json().get("Name") == self.name:
+                    self.started_once = True
                     return self
             except httpx.TransportError:
                 pass
