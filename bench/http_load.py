@@ -97,6 +97,28 @@ async def drive(
     return result
 
 
+async def drive_spread(
+    targets: Sequence[tuple[str, Sequence[bytes]]], concurrency: int, seconds: float, warmup_s: float
+) -> LoadResult:
+    """``drive`` against several services at once (each URL with its own requests), the connections
+    spread evenly over them as a Kubernetes Service spreads them over its pods; one merged result."""
+    shares = [concurrency // len(targets) + (i < concurrency % len(targets)) for i in range(len(targets))]
+    results = await asyncio.gather(
+        *(
+            drive(url, requests, share, seconds, warmup_s)
+            for (url, requests), share in zip(targets, shares, strict=True)
+            if share
+        )
+    )
+    merged = LoadResult(seconds=seconds)
+    for result in results:
+        merged.latencies_ms += result.latencies_ms
+        merged.statuses += result.statuses
+        merged.refusals += result.refusals
+        merged.transport_errors += result.transport_errors
+    return merged
+
+
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")

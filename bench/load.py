@@ -5,7 +5,10 @@
 For each service mode (dynamic batching as configured by default, and no batching; with
 ``--baseline DIR``, also the service of another checkout, e.g. the commit before a change, as mode
 ``before``), the service runs as ``python -m service`` (authentication on, as deployed) and a lean
-keep-alive load generator (``bench.http_load``) posts real films at each concurrency, for each kind:
+keep-alive load generator (``bench.http_load``) posts real films at each concurrency, for each kind.
+A mode named ``NAME@N`` runs N services instead of one, each pinned to its own equal share of the
+CPUs - as N pods with that CPU limit behind one Kubernetes Service - and spreads the connections
+evenly over them; its figures are the N together. The kinds:
 - ``png-224``: Kermany films converted to 8-bit grey PNG, 224 px (the shared data holds JPEGs;
   before 2026-12-06 this kind posted those JPEGs as they are, now ``jpeg-224``);
 - ``png-full`` and ``dicom-full``: the same films upsampled to 2048 x 2048, as 8-bit PNG and as
@@ -33,6 +36,8 @@ import asyncio
 import resource
 import sys
 import time
+from collections import Counter
+from collections.abc import Collection
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,9 +50,9 @@ import numpy as np
 
 from bench.ceiling import Variant, film_tensors, session, time_variants
 from bench.films import RASTER_SUFFIXES, film_paths, full_size_dicom, full_size_png, grey_png
-from bench.http_load import LoadResult, drive, predict_request
+from bench.http_load import LoadResult, drive_spread, predict_request
 from bench.output import command_line, machine, publish
-from bench.service_process import REPO_ROOT, RunningService, latency_percentiles, running_service
+from bench.service_process import REPO_ROOT, RunningService, cpu_shares, latency_percentiles, running_service
 from service.contract import ModelCard
 from service.contract.model_card import CARD_FILENAME, ONNX_FILENAME
 from service.observability.metrics import PREDICT_STAGES
@@ -66,6 +71,7 @@ class Mode:
     name: str
     env: dict[str, str]
     source: Path | None = None  # another checkout's service (None: this one)
+    processes: int = 1  # > 1: that many services, each pinned to its share of the CPUs
 
 
 DEFAULT_MODES = (Mode("batched", {}), Mode("unbatched", {"CXR_MAX_BATCH_SIZE": "1"}))
@@ -186,20 +192,17 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
     with ExitStack() as stack:
         # Every mode's service is up at once and the modes take turns on each cell, so a noisy
         # neighbour slows them alike and batched / unbatched stays a fair ratio.
-        running = {
-            m.name: stack.enter_context(running_service(config.model_dir, m.env, m.source or REPO_ROOT))
-            for m in config.modes
-        }
+        running = {m.name: start_mode(stack, config.model_dir, m) for m in config.modes}
         time.sleep(1.0)
         for mode in config.modes:
-            service = running[mode.name]
-            model = httpx.get(f"{service.url}/v1/models", headers=service.headers, timeout=30).json()
-            rest = service.sample()
+            group = running[mode.name]
+            model = httpx.get(f"{group[0].url}/v1/models", headers=group[0].headers, timeout=30).json()
             services[mode.name] = {
                 "env": mode.env,
                 "source": str(mode.source) if mode.source else None,
+                "processes": len(group),
                 "execution_provider": model.get("execution_provider"),
-                "rss_mb_at_rest": round(rest.rss_mb, 1) if rest else None,
+                "rss_mb_at_rest": round(_rss_mb(group), 1),
             }
         plan = [(kind, films[kind], c, False) for kind in config.kinds for c in config.concurrencies]
         plan += [
@@ -246,8 +249,20 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
     }
 
 
+def start_mode(stack: ExitStack, model_dir: Path, mode: Mode) -> list[RunningService]:
+    """The mode's service: one process on every CPU, or one per share of them (``Mode.processes``)."""
+    shares: list[list[int] | None] = [None] if mode.processes == 1 else [*cpu_shares(mode.processes)]
+    source = mode.source or REPO_ROOT
+    return [stack.enter_context(running_service(model_dir, mode.env, source, cpus)) for cpus in shares]
+
+
+def _rss_mb(group: list[RunningService]) -> float:
+    """The processes' resident memory together now."""
+    return sum(sample.rss_mb for service in group if (sample := service.sample()) is not None)
+
+
 def _cell(
-    service: RunningService,
+    group: list[RunningService],
     mode: Mode,
     kind: str,
     films: list[bytes],
@@ -257,9 +272,12 @@ def _cell(
     overlay: bool = False,
 ) -> dict[str, Any]:
     query = f"overlay={str(overlay).lower()}"
-    requests = [predict_request(service.url, film, dict(service.headers), query) for film in films]
-    result, peak_rss, before, cpu = asyncio.run(_drive_sampled(service, requests, concurrency, config))
-    after = service.labelled_metrics()
+    targets = [
+        (service.url, [predict_request(service.url, film, dict(service.headers), query) for film in films])
+        for service in group
+    ]
+    result, peak_rss, before, cpu = asyncio.run(_drive_sampled(group, targets, concurrency, config))
+    after = _metrics(group)
     films_run, runs = (
         _delta(before, after, f"cxr_inference_batch_size_{part}", ()) for part in ("sum", "count")
     )
@@ -288,6 +306,15 @@ def _cell(
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
+def _metrics(group: list[RunningService]) -> Samples:
+    """Every Prometheus sample now, summed over the processes (counters, histogram sums and counts
+    add up; the stage means and batch sizes below are ratios of them)."""
+    total: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+    for service in group:
+        total.update(service.labelled_metrics())
+    return dict(total)
+
+
 def _delta(before: Samples, after: Samples, name: str, labels: tuple[tuple[str, str], ...]) -> float:
     return after.get((name, labels), 0.0) - before.get((name, labels), 0.0)
 
@@ -307,73 +334,73 @@ def _stage_means(before: Samples, after: Samples) -> tuple[dict[str, float], flo
 
 
 async def _drive_sampled(
-    service: RunningService, requests: list[bytes], concurrency: int, config: LoadConfig
+    group: list[RunningService],
+    targets: list[tuple[str, list[bytes]]],
+    concurrency: int,
+    config: LoadConfig,
 ) -> tuple[LoadResult, float, Samples, dict[str, float] | None]:
     """The load's result, the peak RSS, the service's metrics when the measured window opened, and
-    the CPU per film in the window (``cpu_per_film``)."""
+    the CPU per film in the window (``cpu_per_film``); each of the processes together."""
     peak = 0.0
     done = asyncio.Event()
 
     async def at_window_start() -> tuple[Samples, CpuSnapshot]:
         await asyncio.sleep(config.warmup_s)
-        samples = await asyncio.to_thread(service.labelled_metrics)
-        return samples, cpu_snapshot(service)
+        samples = await asyncio.to_thread(_metrics, group)
+        return samples, cpu_snapshot(group)
 
     async def at_window_end() -> CpuSnapshot:
         await asyncio.sleep(config.warmup_s + config.seconds)
-        return cpu_snapshot(service)
+        return cpu_snapshot(group)
 
     async def sampler() -> None:
         nonlocal peak
         while not done.is_set():
-            sample = service.sample()
-            peak = max(peak, sample.rss_mb if sample else 0.0)
+            peak = max(peak, _rss_mb(group))
             await asyncio.sleep(0.25)
 
     task = asyncio.create_task(sampler())
     window_start = asyncio.create_task(at_window_start())
     window_end = asyncio.create_task(at_window_end())
     try:
-        result = await drive(service.url, requests, concurrency, config.seconds, config.warmup_s)
+        result = await drive_spread(targets, concurrency, config.seconds, config.warmup_s)
     finally:
         done.set()
         await task
     samples, cpu_start = await window_start
-    return (
-        result,
-        peak,
-        samples,
-        cpu_per_film(cpu_start, await window_end, service.pid, result.statuses.get(200, 0), config.seconds),
-    )
+    pids = {service.pid for service in group}
+    films = result.statuses.get(200, 0)
+    return result, peak, samples, cpu_per_film(cpu_start, await window_end, pids, films, config.seconds)
 
 
 @dataclass(frozen=True)
 class CpuSnapshot:
-    """CPU seconds used so far: each service thread's (by id, with its OS name) and this process's
-    (the load generator)."""
+    """CPU seconds used so far: each service thread's (by id, with its OS name; thread ids are unique
+    across processes) and this process's (the load generator)."""
 
     threads: dict[int, tuple[str, float]]
     client_s: float
 
 
-def cpu_snapshot(service: RunningService) -> CpuSnapshot:
+def cpu_snapshot(group: list[RunningService]) -> CpuSnapshot:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return CpuSnapshot(service.thread_cpu(), usage.ru_utime + usage.ru_stime)
+    threads = {tid: cpu for service in group for tid, cpu in service.thread_cpu().items()}
+    return CpuSnapshot(threads, usage.ru_utime + usage.ru_stime)
 
 
 def cpu_per_film(
-    before: CpuSnapshot, after: CpuSnapshot, pid: int, films: int, seconds: float
+    before: CpuSnapshot, after: CpuSnapshot, pids: Collection[int], films: int, seconds: float
 ) -> dict[str, float] | None:
     """CPU ms per answered film in the window: the inference lanes (told apart by their OS name,
     ``service.observability.threads``; an older checkout's lanes count as other threads), the event
-    loop (the main thread), every other service thread (decoding, overlays, ONNX Runtime's own), the
-    load generator; and how many CPUs all of it kept busy on average."""
+    loops (the main threads of the processes ``pids``), every other service thread (decoding,
+    overlays, ONNX Runtime's own), the load generator; and how many CPUs all of it kept busy."""
     if films <= 0 or seconds <= 0:
         return None
     groups = {"lanes": 0.0, "event_loop": 0.0, "other_threads": 0.0}
     for tid, (comm, cpu) in after.threads.items():
         used = cpu - before.threads.get(tid, (comm, 0.0))[1]
-        group = "event_loop" if tid == pid else "lanes" if comm == LANE_THREAD else "other_threads"
+        group = "event_loop" if tid in pids else "lanes" if comm == LANE_THREAD else "other_threads"
         groups[group] += used
     client = after.client_s - before.client_s
     out = {name: round(used / films * 1000.0, 2) for name, used in groups.items()}
@@ -425,6 +452,12 @@ def ratios(
                     out[f"batched / {other} {kind} c{concurrency}"] = round(
                         batched["images_per_s"] / base["images_per_s"], 3
                     )
+            for spread_mode in config.modes:  # N pinned processes against one on every CPU
+                spread = cell(spread_mode.name, kind, concurrency)
+                if spread_mode.processes > 1 and spread and batched and batched["images_per_s"]:
+                    out[f"{spread_mode.name} / batched {kind} c{concurrency}"] = round(
+                        spread["images_per_s"] / batched["images_per_s"], 3
+                    )
         for mode in modes:
             for concurrency in concurrencies:
                 c = cell(mode, kind, concurrency)
@@ -458,9 +491,13 @@ def format_report(report: dict[str, Any]) -> str:
         f"  by layout [before, after]: {layouts}",
     ]
     for name, service in report["services"].items():
+        processes = service.get("processes", 1)
+        pinned = (
+            f", {processes} processes, each on its own 1/{processes} of the CPUs" if processes > 1 else ""
+        )
         lines.append(
-            f"service {name}: env {service['env'] or '(defaults)'}, {service['execution_provider']}, "
-            f"RSS at rest {service['rss_mb_at_rest']} MB"
+            f"service {name}: env {service['env'] or '(defaults)'}, {service['execution_provider']}"
+            f"{pinned}, RSS at rest {service['rss_mb_at_rest']} MB"
         )
     columns = ("img/s", "p50", "p95", "p99", "errors", "batch", "RSS MB", "client", "app")
     lines.append(f"{'mode':<10}{'kind':<17}{'conc':>5}" + "".join(f"{c:>8}" for c in columns) + "  refusals")
@@ -529,11 +566,14 @@ def _cpu_table(cells: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _mode(text: str) -> Mode:
-    """``name`` or ``name:CXR_X=1,CXR_Y=2``."""
+def parse_mode(text: str) -> Mode:
+    """``name``, ``name:CXR_X=1,CXR_Y=2``; ``name@N[:...]`` = N pinned processes (a mode ``name@N``)."""
     name, _, assignments = text.partition(":")
     env = dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
-    return Mode(name, env)
+    _, at, processes = name.partition("@")
+    if at and not (processes.isdigit() and int(processes) >= 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: after '@' comes the number of processes")
+    return Mode(name, env, processes=int(processes) if at else 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -554,10 +594,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--mode",
-        type=_mode,
+        type=parse_mode,
         action="append",
-        help="name[:CXR_VAR=value,...]; repeatable (default: batched = the service defaults, and "
-        "unbatched = CXR_MAX_BATCH_SIZE=1)",
+        help="name[@N][:CXR_VAR=value,...]; repeatable (default: batched = the service defaults, and "
+        "unbatched = CXR_MAX_BATCH_SIZE=1); @N: N services, each pinned to 1/N of the CPUs",
     )
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window per cell")
     parser.add_argument("--warmup", type=float, default=3.0, help="load before each window, not counted")

@@ -7,13 +7,14 @@ report. Memory is read from ``/proc/<pid>/status``: no psutil needed on Linux, w
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,12 +99,37 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def cpu_shares(processes: int) -> list[list[int]]:
+    """The CPUs this process may use, cut into ``processes`` equal shares (in order), as that many
+    pods with a CPU limit of one share each would get; ValueError where they do not divide evenly."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if processes < 1 or len(cpus) % processes:
+        raise ValueError(f"{len(cpus)} CPUs do not split into {processes} equal shares")
+    size = len(cpus) // processes
+    return [cpus[i * size : (i + 1) * size] for i in range(processes)]
+
+
+def _pinned(command: list[str], cpus: Sequence[int] | None) -> list[str]:
+    """``command`` run on ``cpus`` only (util-linux's taskset: set before exec, so every thread the
+    service starts inherits it and sizes itself to it, as in a pod with that CPU limit)."""
+    if cpus is None:
+        return command
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        raise RuntimeError("pinning a service to CPUs needs taskset (util-linux)")
+    return [taskset, "--cpu-list", ",".join(map(str, cpus)), *command]
+
+
 @contextmanager
 def running_service(
-    model_dir: Path, extra_env: Mapping[str, str] | None = None, source: Path = REPO_ROOT
+    model_dir: Path,
+    extra_env: Mapping[str, str] | None = None,
+    source: Path = REPO_ROOT,
+    cpus: Sequence[int] | None = None,
 ) -> Iterator[RunningService]:
     """Start the service on ``model_dir`` and yield once /readyz is 200; stop it afterwards.
-    ``source``: the checkout whose ``service`` package runs (another commit's, for before/after)."""
+    ``source``: the checkout whose ``service`` package runs (another commit's, for before/after);
+    ``cpus``: the only CPUs it may run on (None: all of ours)."""
     with tempfile.TemporaryDirectory(prefix="cxr-bench-") as scratch:
         secret = secrets.token_urlsafe(32)
         keys = Path(scratch) / "api-keys"
@@ -123,7 +149,7 @@ def running_service(
         log_path = Path(scratch) / "service.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "service"],
+                _pinned([sys.executable, "-m", "service"], cpus),
                 cwd=source,
                 env=env,
                 stdout=log,

@@ -1,6 +1,11 @@
 """The load benchmark's code runs end to end, briefly, on the tiny model (its figures are not judged)."""
 
+import argparse
 import asyncio
+import json
+import os
+import shutil
+from contextlib import ExitStack
 from pathlib import Path
 
 import pydicom
@@ -17,9 +22,11 @@ from bench.load import (
     cpu_per_film,
     format_report,
     main,
+    parse_mode,
     run_load,
+    start_mode,
 )
-from bench.service_process import REPO_ROOT, running_service
+from bench.service_process import REPO_ROOT, cpu_shares, running_service
 from service.contract import SourceFormat, decode_image
 from service.inference.cpus import available_cpus
 from service.observability.threads import LANE_THREAD
@@ -90,7 +97,7 @@ def test_cpu_per_film_splits_the_service_s_threads_by_role() -> None:
         {100: ("python", 1.5), 101: (LANE_THREAD, 7.0), 103: (LANE_THREAD, 1.0), 104: ("python", 0.25)},
         10.3,
     )
-    split = cpu_per_film(before, after, pid, films=250, seconds=3.0)
+    split = cpu_per_film(before, after, {pid}, films=250, seconds=3.0)
     assert split == {
         "lanes": 12.0,  # (2.0 + 1.0) s / 250 films
         "event_loop": 2.0,
@@ -98,7 +105,77 @@ def test_cpu_per_film_splits_the_service_s_threads_by_role() -> None:
         "client": 1.2,
         "busy_cpus": 1.35,  # (3.0 + 0.5 + 0.25 + 0.3) s / 3 s
     }
-    assert cpu_per_film(before, after, pid, films=0, seconds=3.0) is None
+    assert cpu_per_film(before, after, {pid}, films=0, seconds=3.0) is None
+
+
+def test_cpu_per_film_counts_every_process_main_thread_as_an_event_loop() -> None:
+    before = CpuSnapshot({100: ("python", 1.0), 200: ("python", 1.0), 201: (LANE_THREAD, 1.0)}, 0.0)
+    after = CpuSnapshot({100: ("python", 2.0), 200: ("python", 2.0), 201: (LANE_THREAD, 5.0)}, 0.0)
+    split = cpu_per_film(before, after, {100, 200}, films=1000, seconds=4.0)
+    assert split is not None and (split["event_loop"], split["lanes"], split["other_threads"]) == (
+        2.0,
+        4.0,
+        0.0,
+    )
+
+
+def test_a_mode_names_its_processes_after_an_at_sign() -> None:
+    assert parse_mode("percpu@2:CXR_DECODE_THREADS=1") == Mode(
+        "percpu@2", {"CXR_DECODE_THREADS": "1"}, processes=2
+    )
+    assert parse_mode("batched").processes == 1
+    for bad in ("percpu@", "percpu@two", "percpu@0"):
+        with pytest.raises(argparse.ArgumentTypeError, match="number of processes"):
+            parse_mode(bad)
+
+
+@pytest.mark.skipif(
+    available_cpus() < 2 or shutil.which("taskset") is None, reason="needs 2 CPUs and taskset"
+)
+def test_a_mode_of_pinned_processes_runs_one_service_per_cpu_share(
+    tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
+    """Each process sees only its share of the CPUs and sizes its lanes to it, the connections are
+    spread over all of them, and the cell's figures are theirs together."""
+    config = LoadConfig(
+        model_dir=tiny_model_dir,
+        films_dir=tiny_dataset,
+        concurrencies=(4,),
+        kinds=("png-224",),
+        modes=(DEFAULT_MODES[0], Mode("percpu@2", {}, processes=2)),
+        overlay_kinds=(),
+        seconds=0.6,
+        warmup_s=0.2,
+        max_films=4,
+        ceiling_seconds=0.05,
+    )
+    shares = cpu_shares(2)
+    with ExitStack() as stack:
+        group = start_mode(stack, tiny_model_dir, config.modes[1])
+        for service, share in zip(group, shares, strict=True):
+            assert os.sched_getaffinity(service.pid) == set(share)
+            ready = next(
+                record
+                for line in service.log_path.read_text().splitlines()
+                if line.startswith("{") and (record := json.loads(line)).get("msg") == "ready"
+            )
+            # One CPU each: one lane of one thread and one decode thread, as in a pod limited to one CPU.
+            assert (ready["inference_lanes"], ready["intra_op_threads"], ready["decode_threads"]) == (1, 1, 1)
+    report = run_load(config)
+    assert report["services"]["percpu@2"]["processes"] == 2
+    cell = next(c for c in report["cells"] if c["mode"] == "percpu@2")
+    assert cell["ok"] > 0 and cell["errors"] == 0 and cell["refusals"] == {}
+    assert cell["cpu_ms_per_film"]["event_loop"] > 0 and cell["cpu_ms_per_film"]["lanes"] > 0
+    assert "percpu@2 / batched png-224 c4" in report["ratios"]
+    assert "2 processes, each on its own 1/2 of the CPUs" in format_report(report)
+
+
+def test_cpu_shares_split_the_cpus_evenly_or_refuse() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    assert cpu_shares(1) == [cpus]
+    assert [cpu for share in cpu_shares(len(cpus)) for cpu in share] == cpus
+    with pytest.raises(ValueError, match="equal shares"):
+        cpu_shares(len(cpus) + 1)
 
 
 def test_full_size_films_are_what_they_claim(tiny_dataset: Path) -> None:
