@@ -59,7 +59,11 @@ def create_app(settings: Settings | None = None, pacs_settings: PacsSettings | N
         context.limiter = CapacityLimiter(decode_threads)
         on_idle = trim_heap if settings.trim_heap_when_idle else None
         context.admission = Admission(
-            settings.max_concurrent_predictions, settings.max_queued, metrics, on_idle=on_idle
+            settings.max_concurrent_predictions,
+            settings.max_queued,
+            metrics,
+            on_idle=on_idle,
+            idle_delay_s=settings.trim_heap_idle_s,
         )
         context.uploads = UploadBudget(settings.upload_bytes_in_flight, metrics)
         _log_access(access)

@@ -103,8 +103,17 @@ class Settings(BaseSettings):
     )
     trim_heap_when_idle: bool = Field(
         True,
-        description="Call glibc's malloc_trim whenever no prediction is running or queued, so the "
-        "memory of a burst of large films goes back to the OS (reports/bench/upload-memory).",
+        description="Call glibc's malloc_trim once no prediction has been running or queued for "
+        "CXR_TRIM_HEAP_IDLE_S, so the memory of a burst of large films goes back to the OS "
+        "(reports/bench/upload-memory).",
+    )
+    trim_heap_idle_s: float = Field(
+        1.0,
+        ge=0.0,
+        le=60.0,
+        description="How long the service stays idle before the heap is trimmed; 0 = at once. Trimming "
+        "in every gap between one client's films made each film fault its buffers back in "
+        "(reports/bench/load-2026-12-06-dicom-trim).",
     )
     upload_bytes_in_flight: int = Field(
         256 * MIB,

@@ -4,9 +4,10 @@ glibc keeps freed memory in its arenas for reuse. Numpy's large arrays are mmapp
 at once, but a burst of concurrent decodes also leaves many medium blocks (Pillow's image rows,
 codec buffers, per-thread arenas) that glibc keeps: measured in ``reports/bench/upload-memory``, RSS
 stayed hundreds of MB above its level before the burst. ``malloc_trim(0)`` walks every arena and
-returns its free pages; it runs on a worker thread whenever the service falls idle (no prediction
-holding or waiting for a slot), so it never delays a request. A no-op where glibc is absent (musl,
-macOS).
+returns its free pages; it runs on a worker thread once the service has stayed idle (no prediction
+holding or waiting for a slot) for ``CXR_TRIM_HEAP_IDLE_S``, so it never delays a request, and a
+client sending films one after another does not pay for it between each of them
+(``service.inference.admission``). A no-op where glibc is absent (musl, macOS).
 """
 
 import logging
