@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from service.inference.cpus import available_cpus
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _START_TIMEOUT_S = 120.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc/*/stat's unit
@@ -101,8 +103,10 @@ def _free_port() -> int:
 
 def cpu_shares(processes: int) -> list[list[int]]:
     """The CPUs this process may use, cut into ``processes`` equal shares (in order), as that many
-    pods with a CPU limit of one share each would get; ValueError where they do not divide evenly."""
-    cpus = sorted(os.sched_getaffinity(0))
+    pods with a CPU limit of one share each would get; ValueError where they do not divide evenly.
+    Under a cgroup CPU quota smaller than the affinity mask, only as many CPUs as the quota allows
+    are shared out, so each share is what its service sizes itself to."""
+    cpus = sorted(os.sched_getaffinity(0))[: available_cpus()]
     if processes < 1 or len(cpus) % processes:
         raise ValueError(f"{len(cpus)} CPUs do not split into {processes} equal shares")
     size = len(cpus) // processes

@@ -159,8 +159,10 @@ def test_a_mode_of_pinned_processes_runs_one_service_per_cpu_share(
                 for line in service.log_path.read_text().splitlines()
                 if line.startswith("{") and (record := json.loads(line)).get("msg") == "ready"
             )
-            # One CPU each: one lane of one thread and one decode thread, as in a pod limited to one CPU.
-            assert (ready["inference_lanes"], ready["intra_op_threads"], ready["decode_threads"]) == (1, 1, 1)
+            # Sized to its share as in a pod with that CPU limit: on two CPUs, one lane of one thread
+            # and one decode thread each.
+            sizing = (ready["inference_lanes"], ready["intra_op_threads"], ready["decode_threads"])
+            assert sizing == (min(len(share), 4), 1, len(share))
     report = run_load(config)
     assert report["services"]["percpu@2"]["processes"] == 2
     cell = next(c for c in report["cells"] if c["mode"] == "percpu@2")
@@ -171,7 +173,7 @@ def test_a_mode_of_pinned_processes_runs_one_service_per_cpu_share(
 
 
 def test_cpu_shares_split_the_cpus_evenly_or_refuse() -> None:
-    cpus = sorted(os.sched_getaffinity(0))
+    cpus = sorted(os.sched_getaffinity(0))[: available_cpus()]
     assert cpu_shares(1) == [cpus]
     assert [cpu for share in cpu_shares(len(cpus)) for cpu in share] == cpus
     with pytest.raises(ValueError, match="equal shares"):
