@@ -2,6 +2,7 @@
 ``/v1/studies/{study}/instances/{sop}``, one film's entry and its results (the Grad-CAM overlay, the
 bare film, the SR and SC as DICOM), addressed by the UIDs the worklist lists."""
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -9,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, Path, Query, Response
+from pydantic import AwareDatetime, BeforeValidator
 
 from service.api.dependencies import GatewayDep, LimiterDep, SettingsDep
 from service.api.routes.dicomweb import DICOM, ERRORS
@@ -27,6 +29,21 @@ router = APIRouter(prefix="/v1", tags=["studies"])
 # --- the worklist ---------------------------------------------------------------------------------------
 def _time(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, tz=UTC)
+
+
+_ISO_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _iso_8601_only(value: object) -> object:
+    """Pydantic would read "1733480000" or "6.5e-33" as a Unix time; the schema promises a date-time
+    (RFC 3339), so anything that does not start like one is refused before it is parsed."""
+    if isinstance(value, str) and not _ISO_DATE_TIME.match(value):
+        raise ValueError("expected an ISO 8601 date-time with a time zone, e.g. 2026-12-06T08:00:00Z")
+    return value
+
+
+# A time zone is required: a naive time would be read in the server's zone, not the caller's.
+IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_8601_only)]
 
 
 def _instance(job: Job, retention_s: float) -> StudyInstance:
@@ -93,7 +110,7 @@ async def list_studies(
     triage_level: Annotated[Literal["urgent", "routine"] | None, Query()] = None,
     delivery_state: Annotated[Literal["pending", "retrying", "delivered", "none"] | None, Query()] = None,
     study_instance_uid: Annotated[str | None, Query(max_length=64)] = None,
-    received_after: Annotated[datetime | None, Query(description="ISO 8601; with a time zone")] = None,
+    received_after: Annotated[IsoDateTime | None, Query(description="ISO 8601; with a time zone")] = None,
 ) -> StudyList:
     where = StudyFilter(
         triage_level=triage_level,

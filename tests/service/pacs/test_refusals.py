@@ -104,3 +104,25 @@ def test_a_study_list_offset_past_what_the_store_holds_is_a_422_not_a_500(
         last = client.get("/v1/studies", params={"offset": MAX_OFFSET})
         assert last.status_code == 200 and last.json()["studies"] == []
         assert client.get("/readyz").status_code == 200
+
+
+def test_received_after_takes_an_iso_date_time_with_a_zone_and_nothing_else(
+    tmp_path: Path, service_settings: Settings
+) -> None:
+    # Found by the schemathesis run: received_after=6.588752661348557e-33 was read as a Unix time.
+    pacs = pacs_settings(tmp_path / "spool")
+    with gateway_server(service_settings, pacs) as (_, client):
+        for good in ("2026-12-06T08:00:00Z", "2026-12-06T09:00:00+01:00", "2026-12-06 08:00:00.5+00:00"):
+            answer = client.get("/v1/studies", params={"received_after": good})
+            assert answer.status_code == 200, (good, answer.text)
+        for bad in (
+            "6.588752661348557e-33",
+            "1733480000",
+            "2026-12-06T08:00:00",
+            "yesterday",
+            "2026-13-01T00:00Z",
+        ):
+            answer = client.get("/v1/studies", params={"received_after": bad})
+            assert answer.status_code == 422, (bad, answer.text)
+            assert "received_after" in answer.text
+        assert client.get("/readyz").status_code == 200
