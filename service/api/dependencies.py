@@ -76,11 +76,11 @@ class Serving:
 async def get_serving(context: ContextDep) -> Serving:
     return Serving(
         runtime=await get_runtime(context),
-        settings=context.settings,
-        metrics=context.metrics,
-        limiter=_started(context.limiter),
-        admission=_started(context.admission),
-        uploads=_started(context.uploads),
+        settings=await get_settings(context),
+        metrics=await get_metrics(context),
+        limiter=await get_limiter(context),
+        admission=await get_admission(context),
+        uploads=await get_uploads(context),
     )
 
 
@@ -89,7 +89,6 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RuntimeDep = Annotated[ModelRuntime, Depends(get_runtime)]
 LimiterDep = Annotated[CapacityLimiter, Depends(get_limiter)]
-AdmissionDep = Annotated[Admission, Depends(get_admission)]
 UploadsDep = Annotated[UploadBudget, Depends(get_uploads)]
 
 
