@@ -9,13 +9,14 @@ false) and DICOM from unknown peers (only the modality declared here, on 127.0.0
 import json
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from bench.service_process import free_port
 
 PLUGIN_DIRS = (Path("/usr/share/orthanc/plugins"), Path("/usr/lib/orthanc"))
 _START_TIMEOUT_S = 60.0
@@ -41,12 +42,6 @@ def missing_tools(*names: str) -> list[str]:
     if "Orthanc" in names and dicomweb_plugin() is None:
         missing.append("orthanc-dicomweb plugin")
     return missing
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Orthanc:

@@ -30,8 +30,8 @@ from PIL import Image
 from pydicom.uid import generate_uid
 
 from bench.films import RASTER_SUFFIXES, film_paths
-from bench.orthanc import PACS_TOOLS, Orthanc, free_port, missing_tools
-from bench.service_process import REPO_ROOT, latency_percentiles, running_service
+from bench.orthanc import PACS_TOOLS, Orthanc, missing_tools
+from bench.service_process import REPO_ROOT, free_port, latency_percentiles, running_service
 from training.data.chest_dicom import chest_dataset, part10_bytes
 
 DEFAULT_FILMS = REPO_ROOT.parent / "shared" / "data" / "kermany224" / "train"

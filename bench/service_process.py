@@ -95,7 +95,8 @@ def latency_percentiles(latencies_ms: list[float]) -> dict[str, float]:
     }
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that was free a moment ago (the bench's servers, and the tests')."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -138,7 +139,7 @@ def running_service(
         secret = secrets.token_urlsafe(32)
         keys = Path(scratch) / "api-keys"
         keys.write_text(f"bench:{secret}:predict,metrics\n")
-        port = _free_port()
+        port = free_port()
         env = {key: value for key, value in os.environ.items() if not key.startswith("CXR_")}
         env.update(
             {

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.service.live import REPO_ROOT, free_port
+from bench.service_process import free_port
+from tests.service.live import REPO_ROOT
 
 SAMPLES = json.loads((REPO_ROOT / "samples" / "samples.json").read_text(encoding="utf-8"))
 

@@ -5,7 +5,6 @@ Both listen on loopback; the thread variant binds port 0 and reads back the port
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -81,12 +80,6 @@ def write_api_keys(path: Path, *lines: str) -> Path:
     """A key file as an operator would mount it: one ``<key_id>:<secret>[:<scopes>]`` per line."""
     path.write_text("# cxr-triage API keys\n" + "".join(f"{line}\n" for line in lines), encoding="utf-8")
     return path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def service_env(**cxr: str) -> dict[str, str]:

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.service_process import free_port
 from service.contract.model_card import CARD_FILENAME, ONNX_FILENAME
 from service.main import create_app
 from service.settings import Settings
-from tests.service.live import AUTH_HEADERS, ThreadedServer, free_port, run_python, service_env
+from tests.service.live import AUTH_HEADERS, ThreadedServer, run_python, service_env
 
 
 def _tamper(model_dir: Path) -> None:

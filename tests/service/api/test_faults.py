@@ -19,20 +19,14 @@ import onnxruntime as ort
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.service_process import free_port
 from service.errors import INFERENCE_FAILED_BODY
 from service.inference.providers import CPU, CUDA, provider_fallback
 from service.main import create_app
 from service.observability.logs import JsonFormatter
 from service.settings import Settings
 from tests.factories import FAKE_PHI_FRAGMENTS, chest_like, dicom_bytes, dicom_dataset, png_bytes
-from tests.service.live import (
-    AUTH_HEADERS,
-    ThreadedServer,
-    free_port,
-    post_file,
-    run_python,
-    service_env,
-)
+from tests.service.live import AUTH_HEADERS, ThreadedServer, post_file, run_python, service_env
 from tests.service.model_edits import add_failure_guard
 
 pytest.importorskip("onnx")

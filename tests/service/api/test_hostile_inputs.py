@@ -35,6 +35,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from bench.service_process import free_port
 from service.contract.sniff import DICOM_MAGIC_OFFSET, PNG_MAGIC
 from tests.factories import (
     FAKE_BIRTH_DATE,
@@ -59,7 +60,7 @@ from tests.factories import (
     png_with_chunk,
     rle_frame,
 )
-from tests.service.live import AUTH_HEADERS, free_port, service_env, service_process, strict_json
+from tests.service.live import AUTH_HEADERS, service_env, service_process, strict_json
 
 FILM = chest_like(96, 80, seed=21)
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from bench.service_process import free_port
 from service.api.routes.ui import CONTENT_SECURITY_POLICY
 from service.inference.runtime import ModelRuntime
 from service.settings import Settings
@@ -37,7 +38,6 @@ from tests.service.api.browser import (
 from tests.service.live import (
     AUTH_HEADERS,
     TEST_API_KEY,
-    free_port,
     post_file,
     service_env,
     service_process,

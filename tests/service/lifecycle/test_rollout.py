@@ -13,16 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.service_process import free_port
 from service.store.active_version import read_active, write_active
-from tests.service.live import (
-    AUTH_HEADERS,
-    free_port,
-    metric_value,
-    post_file,
-    run_python,
-    service_env,
-    service_process,
-)
+from tests.service.live import AUTH_HEADERS, metric_value, post_file, run_python, service_env, service_process
 from tests.service.model_edits import add_version, corrupt
 from training.cli import EXIT_REFUSED
 

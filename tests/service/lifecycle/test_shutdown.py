@@ -16,8 +16,9 @@ from pathlib import Path
 
 import httpx
 
+from bench.service_process import free_port
 from tests.factories import chest_like, png_bytes
-from tests.service.live import AUTH_HEADERS, REPO_ROOT, free_port, post_file, service_env
+from tests.service.live import AUTH_HEADERS, REPO_ROOT, post_file, service_env
 
 DRAIN_SECONDS = 4.0
 CLIENTS = 4

@@ -18,6 +18,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from pydicom.uid import RLELossless
 
+from bench.service_process import free_port
 from service.main import create_app
 from service.observability.logs import JsonFormatter
 from service.settings import Settings
@@ -29,14 +30,7 @@ from tests.factories import (
     dicom_bytes,
     dicom_dataset,
 )
-from tests.service.live import (
-    AUTH_HEADERS,
-    TEST_API_KEY,
-    ThreadedServer,
-    free_port,
-    service_env,
-    service_process,
-)
+from tests.service.live import AUTH_HEADERS, TEST_API_KEY, ThreadedServer, service_env, service_process
 
 FILM = chest_like(96, 80, seed=11)
 PHI_FILENAME = f"{FAKE_PATIENT_NAME.replace('^', '_')}_{FAKE_PATIENT_ID}_{FAKE_BIRTH_DATE}.dcm"

@@ -16,10 +16,11 @@ from pydicom.uid import generate_uid
 
 from bench import orthanc
 from bench.orthanc import PACS_TOOLS, missing_tools
+from bench.service_process import free_port
 from service.main import create_app
 from service.settings import PacsSettings, Settings
 from tests.factories import chest_like, dicom_bytes, dicom_dataset
-from tests.service.live import AUTH_HEADERS, REPO_ROOT, ThreadedServer, free_port
+from tests.service.live import AUTH_HEADERS, REPO_ROOT, ThreadedServer
 
 MODALITY_AE = "MODALITY"
 SERVICE_AE = "CXR-TRIAGE"

@@ -7,9 +7,10 @@ from pathlib import Path
 import httpx
 
 from bench.orthanc import Orthanc
+from bench.service_process import free_port
 from service.pacs.gateway import JOB_TABLE
 from service.settings import Settings
-from tests.service.live import AUTH_HEADERS, free_port, metric_value, service_env
+from tests.service.live import AUTH_HEADERS, metric_value, service_env
 from tests.service.pacs.harness import (
     MODALITY_AE,
     SERVICE_AE,
