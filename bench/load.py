@@ -20,7 +20,8 @@ resident memory; the service's memory at rest is taken after start-up. The raw c
 on preprocessed tensors, same model, batch 1, 8, 32) is timed before and after the service runs,
 in every layout the service could use (one run on every CPU, ONNX Runtime's threads spinning and
 not; one single-threaded run per CPU side by side), and the ratios - the figures that matter on a shared,
-noisy machine - are computed against the better of the two means.
+noisy machine - are computed against the better of the two means. With ``--provider cuda`` (or
+``tensorrt``) the ceiling is one run at a time on that provider, and every service is started on it.
 
 Responses are requested with ``overlay=false`` so the ratio to the ceiling measures the serving
 path; the overlay's cost is measured in ``KIND+overlay`` cells (``--overlay-kinds``, at
@@ -39,7 +40,7 @@ import time
 from collections import Counter
 from collections.abc import Collection
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -48,15 +49,18 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.ceiling import Variant, film_tensors, session, time_variants
+from bench.ceiling import Variant, film_tensors, providers_for, session, time_variants
 from bench.films import RASTER_SUFFIXES, film_paths, full_size_dicom, full_size_png, grey_png
 from bench.http_load import LoadResult, drive_spread, predict_request
 from bench.output import command_line, machine, publish
 from bench.service_process import REPO_ROOT, RunningService, cpu_shares, latency_percentiles, running_service
 from service.contract import ModelCard
 from service.contract.model_card import CARD_FILENAME, ONNX_FILENAME
+from service.inference.providers import ProviderSpec
 from service.observability.metrics import PREDICT_STAGES
 from service.observability.threads import LANE_THREAD
+from service.settings import Settings
+from service.store.errors import ModelLoadError
 
 DEFAULT_FILMS = REPO_ROOT.parent / "shared" / "data" / "kermany224" / "train"
 KINDS = ("png-224", "jpeg-224", "png-full", "dicom-full")
@@ -89,6 +93,7 @@ class LoadConfig:
     max_films: int = 64
     full_size_films: int = 8
     ceiling_seconds: float = 5.0
+    provider: str = "cpu"  # cuda | tensorrt: the ceiling on the GPU, and every mode's service on it
     overlay_kinds: tuple[str, ...] = ("png-224",)
     overlay_concurrencies: tuple[int, ...] = (8,)
 
@@ -133,15 +138,24 @@ def ceiling_layouts(cpus: int) -> dict[str, Layout]:
 
 
 def measure_ceiling(
-    model_dir: Path, films: list[bytes], batches: tuple[int, ...], seconds: float
+    model_dir: Path, films: list[bytes], batches: tuple[int, ...], seconds: float, provider: str = "cpu"
 ) -> dict[str, dict[str, float]]:
     """session.run images/s and p50 of the full graph on preprocessed films, keyed ``"b8 <layout>"``:
-    every batch in every layout of ``ceiling_layouts``, interleaved."""
+    every batch in every layout of ``ceiling_layouts``, interleaved; on a GPU, one run at a time on
+    the service's own provider list, a session per batch (as ``bench.ceiling``)."""
     from service.inference.cpus import available_cpus
 
     card = ModelCard.model_validate_json((model_dir / CARD_FILENAME).read_text())
     batch = film_tensors(films, max(batches), card)
     variants = []
+    if provider != "cpu":
+        providers = gpu_providers(provider, card, max(batches))
+        for b in batches:
+            model = session(model_dir / ONNX_FILENAME, 0, providers)
+            variants.append(
+                Variant(f"b{b} 1 run on {provider}", b, partial(model.run, None, {"image": batch[:b]}))
+            )
+        return time_variants(variants, seconds, rounds=3)
     for name, layout in ceiling_layouts(available_cpus()).items():
         model = session(model_dir / ONNX_FILENAME, layout.threads, spinning=layout.spinning)
         variants += [
@@ -149,6 +163,12 @@ def measure_ceiling(
             for b in batches
         ]
     return time_variants(variants, seconds, rounds=3)
+
+
+def gpu_providers(provider: str, card: ModelCard, max_batch: int) -> list[ProviderSpec]:
+    """The service's provider list for ``provider`` with its default cuDNN search; raises
+    ``ModelLoadError``, naming what is missing, where this onnxruntime has no such provider."""
+    return providers_for(provider, card, max_batch, Settings().cudnn_conv_algo_search)
 
 
 def combine_ceilings(
@@ -186,15 +206,18 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
     batches = tuple(sorted({1, 8, 32, *config.concurrencies, *config.overlay_concurrencies}))
     started = datetime.now(UTC)
     ceiling_films = films[config.kinds[0]]
-    ceiling_before = measure_ceiling(config.model_dir, ceiling_films, batches, config.ceiling_seconds)
+    ceiling_before = measure_ceiling(
+        config.model_dir, ceiling_films, batches, config.ceiling_seconds, config.provider
+    )
     cells: list[dict[str, Any]] = []
     services: dict[str, Any] = {}
     with ExitStack() as stack:
         # Every mode's service is up at once and the modes take turns on each cell, so a noisy
         # neighbour slows them alike and batched / unbatched stays a fair ratio.
-        running = {m.name: start_mode(stack, config.model_dir, m) for m in config.modes}
+        modes = [on_provider(m, config.provider) for m in config.modes]
+        running = {m.name: start_mode(stack, config.model_dir, m) for m in modes}
         time.sleep(1.0)
-        for mode in config.modes:
+        for mode in modes:
             group = running[mode.name]
             model = httpx.get(f"{group[0].url}/v1/models", headers=group[0].headers, timeout=30).json()
             services[mode.name] = {
@@ -223,7 +246,9 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
                         overlay=overlay,
                     )
                 )
-    ceiling_after = measure_ceiling(config.model_dir, ceiling_films, batches, config.ceiling_seconds)
+    ceiling_after = measure_ceiling(
+        config.model_dir, ceiling_films, batches, config.ceiling_seconds, config.provider
+    )
     ceiling = combine_ceilings(ceiling_before, ceiling_after, batches)
     card = ModelCard.model_validate_json((config.model_dir / CARD_FILENAME).read_text())
     return {
@@ -231,6 +256,7 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
         "machine": machine(),
         "model": f"{card.name} {card.version}",
         "config": {
+            "provider": config.provider,
             "concurrencies": list(config.concurrencies),
             "kinds": list(config.kinds),
             "overlay_kinds": list(config.overlay_kinds),
@@ -247,6 +273,14 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
         "cells": cells,
         "ratios": ratios(cells, ceiling, config),
     }
+
+
+def on_provider(mode: Mode, provider: str) -> Mode:
+    """The mode with its service on ``provider`` (``CXR_EXECUTION_PROVIDER``) unless it names one:
+    on a GPU the service must refuse to start without it rather than fall back to the CPU."""
+    if provider == "cpu" or "CXR_EXECUTION_PROVIDER" in mode.env:
+        return mode
+    return replace(mode, env={**mode.env, "CXR_EXECUTION_PROVIDER": provider})
 
 
 def start_mode(stack: ExitStack, model_dir: Path, mode: Mode) -> list[RunningService]:
@@ -485,9 +519,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"load {report['started_at']} | {report['model']} | onnxruntime {machine['onnxruntime']} | "
         f"{machine['cpus']} CPUs | 1-min load at the end {machine['load_average_1min']}",
         f"command: {report.get('command', '(library call)')}",
-        "raw ceiling (session.run, preprocessed tensors; mean of before and after; the best of one "
-        "run on every CPU, ONNX Runtime's threads spinning or not, and one single-threaded run per "
-        f"CPU): {ceiling}",
+        "raw ceiling (session.run, preprocessed tensors; mean of before and after; "
+        f"{_layouts_said(report)}): {ceiling}",
         f"  by layout [before, after]: {layouts}",
     ]
     for name, service in report["services"].items():
@@ -521,6 +554,16 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("ratios:")
     lines += [f"  {name}: {value}" for name, value in report["ratios"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _layouts_said(report: dict[str, Any]) -> str:
+    provider = report["config"].get("provider", "cpu")
+    if provider != "cpu":
+        return f"one run at a time on {provider}, the service's provider list"
+    return (
+        "the best of one run on every CPU, ONNX Runtime's threads spinning or not, and one "
+        "single-threaded run per CPU"
+    )
 
 
 def _stage_table(cells: list[dict[str, Any]]) -> list[str]:
@@ -602,11 +645,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window per cell")
     parser.add_argument("--warmup", type=float, default=3.0, help="load before each window, not counted")
     parser.add_argument("--ceiling-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--provider",
+        choices=["cpu", "cuda", "tensorrt"],
+        default="cpu",
+        help="cuda | tensorrt: the raw ceiling on that provider, and every mode's service started with "
+        "CXR_EXECUTION_PROVIDER set to it (so it refuses to start rather than fall back to the CPU)",
+    )
     parser.add_argument("--out", type=Path, help="writes OUT.json and OUT.txt")
     args = parser.parse_args(argv)
     if not args.films.is_dir():
         print(f"SKIPPED: film folder {args.films} is absent", file=sys.stderr)
         return 0
+    if args.provider != "cpu":
+        card = ModelCard.model_validate_json((args.model / CARD_FILENAME).read_text())
+        try:
+            gpu_providers(args.provider, card, 1)
+        except ModelLoadError as exc:  # before minutes of film building and services starting
+            print(f"bench.load --provider {args.provider}: {exc}", file=sys.stderr)
+            return 2
     modes = tuple(args.mode) if args.mode else DEFAULT_MODES
     if args.baseline is not None:
         modes = (Mode("before", {}, args.baseline.resolve()), *modes)
@@ -621,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds=args.seconds,
         warmup_s=args.warmup,
         ceiling_seconds=args.ceiling_seconds,
+        provider=args.provider,
     )
     report = run_load(config)
     report["command"] = command_line("bench.load", argv)

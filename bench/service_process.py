@@ -46,13 +46,19 @@ class RunningService:
     def sample(self) -> ProcessSample | None:
         """Resident memory, threads and open file descriptors now; None where /proc is missing."""
         try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
+            fields = self._status()
             open_fds = sum(1 for _ in Path(f"/proc/{self.pid}/fd").iterdir())
         except OSError:
             return None
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        rss_kb = int(fields["VmRSS"].split()[0])
-        return ProcessSample(rss_mb=rss_kb / 1024.0, threads=int(fields["Threads"]), open_fds=open_fds)
+        return ProcessSample(rss_mb=_rss_mb(fields), threads=int(fields["Threads"]), open_fds=open_fds)
+
+    def rss_mb(self) -> float:
+        """Resident memory now: the one read a loop sampling every few milliseconds can afford."""
+        return _rss_mb(self._status())
+
+    def _status(self) -> dict[str, str]:
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        return dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
 
     def thread_cpu(self) -> dict[int, tuple[str, float]]:
         """CPU seconds (user + system) each live thread has used, by thread id, with its OS name."""
@@ -194,3 +200,7 @@ def wait_ready(
         if time.monotonic() > deadline:
             raise RuntimeError("python -m service did not become ready")
         time.sleep(0.1)
+
+
+def _rss_mb(status: Mapping[str, str]) -> float:
+    return int(status["VmRSS"].split()[0]) / 1024.0  # /proc/<pid>/status gives kB

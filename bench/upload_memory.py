@@ -62,20 +62,13 @@ UPLOADS: dict[str, Callable[[], bytes]] = {
 }
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    raise RuntimeError("no VmRSS")
-
-
 def _burst(service: RunningService, data: bytes) -> dict[str, object]:
     samples: list[float] = []
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            samples.append(_rss_mb(service.pid))
+            samples.append(service.rss_mb())
             time.sleep(0.01)
 
     def post(_: int) -> int:
@@ -84,7 +77,7 @@ def _burst(service: RunningService, data: bytes) -> dict[str, object]:
             return response.status_code
 
     sampler = threading.Thread(target=sample, daemon=True)
-    before = _rss_mb(service.pid)
+    before = service.rss_mb()
     sampler.start()
     started = time.perf_counter()
     with ThreadPoolExecutor(_CONCURRENCY) as pool:
@@ -96,7 +89,7 @@ def _burst(service: RunningService, data: bytes) -> dict[str, object]:
     return {
         "rss_before_mb": round(before, 1),
         "rss_peak_mb": round(max(samples), 1),
-        "rss_settled_mb": round(_rss_mb(service.pid), 1),
+        "rss_settled_mb": round(service.rss_mb(), 1),
         "statuses": sorted(set(statuses)),
         "seconds": round(seconds, 2),
     }
@@ -110,7 +103,7 @@ def run(model: Path) -> dict[str, object]:
             with httpx.Client(base_url=service.url, headers=service.headers, timeout=60) as client:
                 client.post("/v1/predict", files={"file": ("f.png", _small(), "image/png")})  # warm-up
             time.sleep(1.0)
-            cells: dict[str, object] = {"rss_idle_mb": round(_rss_mb(service.pid), 1)}
+            cells: dict[str, object] = {"rss_idle_mb": round(service.rss_mb(), 1)}
             for name, data in uploads.items():
                 cells[name] = [_burst(service, data) for _ in range(_BURSTS)]
             results[config] = cells

@@ -8,10 +8,11 @@ import shutil
 from contextlib import ExitStack
 from pathlib import Path
 
+import onnxruntime as ort
 import pydicom
 import pytest
 
-from bench.films import FULL_SIZE, full_size_dicom, full_size_png
+from bench.films import FULL_SIZE, RASTER_SUFFIXES, film_paths, full_size_dicom, full_size_png
 from bench.http_load import drive, predict_request
 from bench.load import (
     DEFAULT_MODES,
@@ -22,6 +23,8 @@ from bench.load import (
     cpu_per_film,
     format_report,
     main,
+    measure_ceiling,
+    on_provider,
     parse_mode,
     run_load,
     start_mode,
@@ -30,6 +33,7 @@ from bench.service_process import REPO_ROOT, cpu_shares, running_service
 from service.contract import SourceFormat, decode_image
 from service.inference.cpus import available_cpus
 from service.observability.threads import LANE_THREAD
+from service.store.errors import ModelLoadError
 
 
 def test_a_short_load_run_reports_every_cell_and_ratio(tiny_model_dir: Path, tiny_dataset: Path) -> None:
@@ -86,6 +90,9 @@ def test_a_short_load_run_reports_every_cell_and_ratio(tiny_model_dir: Path, tin
     text = format_report(report)
     assert "ratios:" in text and "mean ms per request by stage" in text
     assert "CPU ms per answered film by thread" in text
+    assert "one single-threaded run per CPU" in text and report["config"]["provider"] == "cpu"
+    on_gpu = {**report, "config": {**report["config"], "provider": "cuda"}}
+    assert "one run at a time on cuda, the service's provider list" in format_report(on_gpu)
 
 
 def test_cpu_per_film_splits_the_service_s_threads_by_role() -> None:
@@ -172,14 +179,6 @@ def test_a_mode_of_pinned_processes_runs_one_service_per_cpu_share(
     assert "2 processes, each on its own 1/2 of the CPUs" in format_report(report)
 
 
-def test_cpu_shares_split_the_cpus_evenly_or_refuse() -> None:
-    cpus = sorted(os.sched_getaffinity(0))[: available_cpus()]
-    assert cpu_shares(1) == [cpus]
-    assert [cpu for share in cpu_shares(len(cpus)) for cpu in share] == cpus
-    with pytest.raises(ValueError, match="equal shares"):
-        cpu_shares(len(cpus) + 1)
-
-
 def test_full_size_films_are_what_they_claim(tiny_dataset: Path) -> None:
     source = next(tiny_dataset.rglob("*.png")).read_bytes()
     png = decode_image(full_size_png(source))
@@ -197,6 +196,31 @@ def test_the_load_generator_counts_refusals_and_errors_apart(tiny_model_dir: Pat
         result = asyncio.run(drive(service.url, [bad_key], concurrency=2, seconds=0.5, warmup_s=0.1))
     assert result.statuses.keys() == {401} and result.refusals.keys() == {"invalid_api_key"}
     assert result.errors == 0 and not result.latencies_ms
+
+
+def test_a_gpu_run_starts_every_mode_on_its_provider_unless_the_mode_names_one() -> None:
+    assert on_provider(Mode("batched", {}), "cpu") == Mode("batched", {})
+    batched = on_provider(Mode("batched@4", {"CXR_MAX_BATCH_SIZE": "16"}, processes=4), "cuda")
+    assert batched == Mode(
+        "batched@4", {"CXR_MAX_BATCH_SIZE": "16", "CXR_EXECUTION_PROVIDER": "cuda"}, processes=4
+    )
+    named = Mode("trt", {"CXR_EXECUTION_PROVIDER": "tensorrt"})
+    assert on_provider(named, "cuda") == named
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(), reason="this onnxruntime has CUDA"
+)
+def test_without_the_gpu_provider_it_says_so_before_starting_anything(
+    tiny_model_dir: Path, tiny_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--model", str(tiny_model_dir), "--films", str(tiny_dataset), "--provider", "cuda"]
+    assert main(argv) == 2
+    said = capsys.readouterr().err
+    assert "CXR_EXECUTION_PROVIDER=cuda" in said and "install onnxruntime-gpu" in said
+    film = film_paths(tiny_dataset, 1, RASTER_SUFFIXES)[0].read_bytes()
+    with pytest.raises(ModelLoadError, match="TensorRT"):
+        measure_ceiling(tiny_model_dir, [film], (1,), 0.01, "tensorrt")
 
 
 def test_default_modes_compare_batching_with_none() -> None:
